@@ -1,0 +1,41 @@
+"""The pure decision core: types, decide() and the placement planner.
+
+Imports nothing from the rest of scaler and nothing that does I/O or reads a clock; a test
+(tests/test_architecture.py) enforces it.
+"""
+
+from scaler.core.decide import decide, decide_all
+from scaler.core.placement import PlacementPlan, capacity, plan
+from scaler.core.policy import Engine, FallbackMode, ModelClass, ModelPolicy
+from scaler.core.signals import Signal
+from scaler.core.types import (
+    ClusterState,
+    Decision,
+    JsonValue,
+    ModelState,
+    Node,
+    Observation,
+    Pod,
+    Reason,
+)
+
+__all__ = [
+    "ClusterState",
+    "Decision",
+    "Engine",
+    "FallbackMode",
+    "JsonValue",
+    "ModelClass",
+    "ModelPolicy",
+    "ModelState",
+    "Node",
+    "Observation",
+    "PlacementPlan",
+    "Pod",
+    "Reason",
+    "Signal",
+    "capacity",
+    "decide",
+    "decide_all",
+    "plan",
+]

@@ -1,0 +1,347 @@
+"""decide(): one model's desired replica count from its observation, policy and state (pure).
+
+The live control loop and the simulator both call this; no scaling rule lives anywhere else.
+It reads no clock, does no I/O and draws no random numbers: `now` and the state come in,
+the decision and the next state go out.
+
+The steps, in order, each appending a Reason when it shapes the number:
+
+1. data check: no usable signal, or the newest sample too old, holds the current count
+   (after ``fallback.afterFailures`` such ticks the policy's fallback applies, which can
+   only raise the count). Missing data never scales a model down;
+2. demand per signal, ``ceil(value / per-replica target)``, with the HPA's tolerance band
+   around the current count; the maximum across signals;
+3. cold-start awareness: while replicas are starting, signals that grow with the backlog
+   (queue, in-flight) cannot add replicas beyond those already requested; demand is
+   projected ``coldStart.seconds`` ahead from its recent trend, so replicas start in time;
+4. zero handling for on-demand models: activation at zero wakes the model at once; it goes
+   to zero only after an unbroken idle period with no replica starting;
+5. stabilization (HPA-style windows: the lowest recommendation of the up window, the highest
+   of the down window) and step limits;
+6. placement cap: never more replicas than fit on the nodes (ready ones are never cut);
+7. bounds ``[replicas.min, replicas.max]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+
+from scaler.core.placement import capacity, plan
+from scaler.core.policy import FallbackMode, ModelPolicy
+from scaler.core.signals import Signal
+from scaler.core.types import ClusterState, Decision, ModelState, Observation, Pod, Reason
+
+# Float noise guard: 4.0000000001 / 2 must still be 2 replicas, not 3.
+_EPS = 1e-9
+
+
+def decide(
+    observation: Observation,
+    policy: ModelPolicy,
+    state: ModelState,
+    cluster: ClusterState,
+    now: float,
+) -> tuple[Decision, ModelState]:
+    """The desired replicas for one model now, and the state to pass to the next call (pure)."""
+    current = observation.current_replicas
+    starting = observation.starting_replicas
+    starting_since = (
+        (state.starting_since if state.starting_since is not None else now) if starting else None
+    )
+    signals = {
+        s: v for s, v in observation.signals.items() if math.isfinite(v) and v >= 0.0
+    }
+    targets = policy.targets.items()
+    targeted = [s for s, _ in targets if s in signals]
+    stale = (
+        observation.sample_time is not None
+        and now - observation.sample_time > policy.data.stale_after_seconds
+    )
+    if not targeted or stale:
+        return _hold(observation, policy, state, cluster, now, stale, signals, starting_since)
+
+    reasons: list[Reason] = [Reason.DEMAND]
+    partial = len(targeted) < len(targets)
+    if partial:
+        reasons.append(Reason.PARTIAL_DATA)
+
+    # 2. Demand per signal, with the tolerance band around the current count.
+    overdue = starting_since is not None and now - starting_since > (
+        policy.cold_start.seconds * policy.cold_start.overdue_factor
+    )
+    hold_backlog = starting > 0 and not overdue
+    if overdue:
+        reasons.append(Reason.COLD_START_OVERDUE)
+    demands: dict[Signal, int] = {}
+    level = 0.0  # the demand in fractional replicas, for the trend
+    held = tolerated = False
+    for signal, target in targets:
+        if signal not in signals:
+            continue
+        ratio = signals[signal] / target
+        raw = math.ceil(ratio - _EPS)
+        if current > 0 and raw != current and abs(ratio / current - 1.0) <= policy.tolerance:
+            raw, tolerated = current, True
+        if hold_backlog and signal.grows_with_backlog and raw > current:
+            # 3a. This backlog is what the starting replicas are coming to serve.
+            raw, held = current, True
+            ratio = min(ratio, float(current))
+        demands[signal] = raw
+        level = max(level, ratio)
+    demand = max(demands.values())
+    if held:
+        reasons.append(Reason.COLD_START_HOLD)
+    if tolerated and demand == current:
+        reasons.append(Reason.WITHIN_TOLERANCE)
+
+    # 3b. Project the demand cold-start seconds ahead from its recent trend (up only).
+    history = tuple(
+        (t, d)
+        for t, d in state.demand_history
+        if now - t <= policy.cold_start.trend_window_seconds and t < now
+    ) + ((now, level),)
+    projected_level = level + max(0.0, _slope(history)) * policy.cold_start.seconds
+    projected = math.ceil(projected_level - _EPS)
+    if projected > demand and not (
+        current > 0 and abs(projected_level / current - 1.0) <= policy.tolerance
+    ):
+        demand = projected
+        reasons.append(Reason.TREND_PROJECTED)
+
+    # 4. Zero handling.
+    active, idle_known = _activity(signals, policy)
+    last_active = now if active else state.last_active
+    idle_since = None if active or not idle_known else (
+        state.idle_since if state.idle_since is not None else now
+    )
+    recommendations = state.recommendations
+    if policy.on_demand and current == 0:
+        desired = max(1, demand) if active else 0
+        reasons.append(Reason.SCALE_FROM_ZERO if active else Reason.IDLE_AT_ZERO)
+        if active:
+            desired = _limit_step(desired, current, policy, reasons)
+    elif (
+        policy.on_demand
+        and idle_since is not None
+        and starting == 0
+        and now - idle_since >= _idle_seconds(policy)
+    ):
+        # The idle period is this transition's stabilization: jump straight to zero.
+        desired = 0
+        reasons.append(Reason.SCALE_TO_ZERO)
+    else:
+        if policy.on_demand and demand < 1:
+            demand = 1
+            reasons.append(Reason.IDLE_PENDING)
+        desired, recommendations = _stabilize(demand, current, policy, state, now, reasons)
+        if partial and desired < current:
+            desired = current  # a missing signal may hide load: never scale down on it
+        desired = _limit_step(desired, current, policy, reasons)
+
+    # 6. Placement cap; 7. bounds.
+    cap = capacity(policy, cluster)
+    if cap is not None and desired > cap:
+        floor = min(desired, observation.ready_replicas)
+        if max(cap, floor) < desired:
+            desired = max(cap, floor)
+            reasons.append(Reason.PLACEMENT_CAP)
+    desired = _bound(desired, policy, reasons)
+
+    decision = Decision(
+        model=policy.model,
+        time=now,
+        desired_replicas=desired,
+        current_replicas=current,
+        ready_replicas=observation.ready_replicas,
+        starting_replicas=starting,
+        signals=signals,
+        demands=demands,
+        demand=demand,
+        placement_cap=cap,
+        reasons=tuple(reasons),
+    )
+    next_state = replace(
+        state,
+        recommendations=recommendations,
+        demand_history=history,
+        last_active=last_active,
+        idle_since=idle_since,
+        consecutive_failures=0,
+        starting_since=starting_since,
+        last_desired=desired,
+    )
+    return decision, next_state
+
+
+def decide_all(
+    observations: Mapping[str, Observation],
+    policies: Iterable[ModelPolicy],
+    states: Mapping[str, ModelState],
+    cluster: ClusterState,
+    now: float,
+) -> tuple[dict[str, Decision], dict[str, ModelState]]:
+    """Decide every model in one tick, reserving node memory as it goes (pure).
+
+    Always-on models are decided first, then on-demand ones, each by name. The replicas one
+    model is about to add are placed (virtually, spread like the scheduler would) before the
+    next model's placement cap is computed, so two models never count on the same free
+    memory. A policy without an observation is decided on an empty one (no data: hold).
+    """
+    decisions: dict[str, Decision] = {}
+    next_states: dict[str, ModelState] = {}
+    for policy in sorted(policies, key=lambda p: (p.on_demand, p.model)):
+        observation = observations.get(policy.model) or Observation(
+            model=policy.model, signals={}, sample_time=None, current_replicas=0, ready_replicas=0
+        )
+        decision, next_states[policy.model] = decide(
+            observation, policy, states.get(policy.model, ModelState()), cluster, now
+        )
+        decisions[policy.model] = decision
+        cluster = _reserve(cluster, policy, decision.desired_replicas)
+    return decisions, next_states
+
+
+def _reserve(cluster: ClusterState, policy: ModelPolicy, desired: int) -> ClusterState:
+    """The cluster with `policy`'s model grown to `desired` placed replicas (virtual pods)."""
+    if not cluster.nodes:
+        return cluster
+    placement = plan(policy, cluster)
+    placed = sum(placement.placed.values())
+    if desired <= placed:
+        return cluster
+    spread = placement.spread(desired)
+    extra = tuple(
+        Pod(model=policy.model, node=node, memory_gib=policy.placement.memory_gib)
+        for node, count in spread.items()
+        for _ in range(count - placement.placed.get(node, 0))
+    )
+    return ClusterState(nodes=cluster.nodes, pods=cluster.pods + extra)
+
+
+def _hold(
+    observation: Observation,
+    policy: ModelPolicy,
+    state: ModelState,
+    cluster: ClusterState,
+    now: float,
+    stale: bool,
+    signals: Mapping[Signal, float],
+    starting_since: float | None,
+) -> tuple[Decision, ModelState]:
+    """Step 1: no usable data. Hold the current count; after N failures apply the fallback."""
+    current = observation.current_replicas
+    failures = state.consecutive_failures + 1
+    reasons = [Reason.STALE_DATA if stale else Reason.NO_DATA]
+    desired = current
+    cap = capacity(policy, cluster)
+    fallback = policy.fallback
+    if (
+        failures >= fallback.after_failures
+        and fallback.mode is FallbackMode.AT_LEAST
+        and fallback.replicas > current
+    ):
+        desired = fallback.replicas if cap is None else max(current, min(fallback.replicas, cap))
+        if desired > current:
+            reasons.append(Reason.FALLBACK)
+    desired = _bound(desired, policy, reasons)
+    decision = Decision(
+        model=policy.model,
+        time=now,
+        desired_replicas=desired,
+        current_replicas=current,
+        ready_replicas=observation.ready_replicas,
+        starting_replicas=observation.starting_replicas,
+        signals=signals,
+        demands={},
+        demand=None,
+        placement_cap=cap,
+        reasons=tuple(reasons),
+    )
+    # A gap breaks the idle run: after it, the idle period is counted afresh.
+    next_state = replace(
+        state,
+        consecutive_failures=failures,
+        idle_since=None,
+        starting_since=starting_since,
+        last_desired=desired,
+    )
+    return decision, next_state
+
+
+def _activity(signals: Mapping[Signal, float], policy: ModelPolicy) -> tuple[bool, bool]:
+    """(active, idle_known): whether an activation signal is over the threshold, and
+    whether every activation signal was read (idleness is only known when all were)."""
+    rule = policy.scale_to_zero
+    if rule is None:
+        return any(v > 0 for v in signals.values()), True
+    seen = [signals[s] for s in rule.activation_signals if s in signals]
+    active = any(v > rule.activation_threshold for v in seen)
+    return active, len(seen) == len(rule.activation_signals)
+
+
+def _idle_seconds(policy: ModelPolicy) -> float:
+    return policy.scale_to_zero.idle_seconds if policy.scale_to_zero else math.inf
+
+
+def _slope(points: tuple[tuple[float, float], ...]) -> float:
+    """Least-squares slope of (t, value) points, per second; 0 with fewer than 2 points."""
+    if len(points) < 2:
+        return 0.0
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_v = sum(v for _, v in points) / n
+    var_t = sum((t - mean_t) ** 2 for t, _ in points)
+    if var_t <= 0.0:
+        return 0.0
+    return sum((t - mean_t) * (v - mean_v) for t, v in points) / var_t
+
+
+def _stabilize(
+    demand: int,
+    current: int,
+    policy: ModelPolicy,
+    state: ModelState,
+    now: float,
+    reasons: list[Reason],
+) -> tuple[int, tuple[tuple[float, int], ...]]:
+    """Step 5a: HPA-style stabilization. Returns the count and the new recommendation history.
+
+    The up window takes the lowest recommendation in it (a burst must last the window to
+    count), the down window the highest (a dip must last the window to count).
+    """
+    up_window = policy.scale_up.stabilization_seconds
+    down_window = policy.scale_down.stabilization_seconds
+    keep = max(up_window, down_window)
+    history = tuple((t, r) for t, r in state.recommendations if now - t < keep)
+    up_limit = min([demand] + [r for t, r in history if now - t < up_window])
+    down_limit = max([demand] + [r for t, r in history if now - t < down_window])
+    desired = min(max(current, up_limit), down_limit)
+    if desired < demand:
+        reasons.append(Reason.STABILIZED_UP)
+    elif desired > demand:
+        reasons.append(Reason.STABILIZED_DOWN)
+    return desired, history + ((now, demand),)
+
+
+def _limit_step(desired: int, current: int, policy: ModelPolicy, reasons: list[Reason]) -> int:
+    """Step 5b: at most maxStep replicas added or removed in one decision."""
+    if desired > current + policy.scale_up.max_step:
+        reasons.append(Reason.STEP_LIMITED)
+        return current + policy.scale_up.max_step
+    if desired < current - policy.scale_down.max_step:
+        reasons.append(Reason.STEP_LIMITED)
+        return current - policy.scale_down.max_step
+    return desired
+
+
+def _bound(desired: int, policy: ModelPolicy, reasons: list[Reason]) -> int:
+    """Step 7: clamp to [replicas.min, replicas.max]."""
+    if desired < policy.replicas.min:
+        reasons.append(Reason.BOUNDED_MIN)
+        return policy.replicas.min
+    if desired > policy.replicas.max:
+        reasons.append(Reason.BOUNDED_MAX)
+        return policy.replicas.max
+    return desired

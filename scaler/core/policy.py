@@ -1,0 +1,310 @@
+"""ModelPolicy: the per-model autoscaling policy, as a validated, immutable value.
+
+The schema lives in the core (not in ``scaler.policy``) because ``decide()`` consumes it and
+the core may import nothing from the rest of the package. Validation here is pure: field
+types, ranges and cross-field rules. Reading YAML files, locating errors in them and
+cross-file checks (the same model twice) are the loader's job in ``scaler.policy``.
+
+YAML keys are camelCase, as in Kubernetes objects; Python attributes are snake_case.
+Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from scaler.core.signals import Signal
+
+# A Kubernetes object name (RFC 1123 label), used for models, namespaces and deployments.
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# A PromQL label matcher: name, operator, double-quoted value (escapes allowed).
+_MATCHER = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*$')
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def _check_matcher(matcher: str) -> str:
+    parsed = _MATCHER.match(matcher)
+    if parsed is None:
+        raise ValueError(
+            f"malformed label matcher {matcher!r}; expected name=\"value\" "
+            "(operators =, !=, =~, !~)"
+        )
+    if parsed.group(2) in ("=~", "!~"):
+        try:
+            re.compile(parsed.group(3))
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression in {matcher!r}: {exc}") from None
+    return matcher
+
+
+LabelMatcher = Annotated[str, AfterValidator(_check_matcher)]
+"""A PromQL label matcher such as ``model="mixtral-8x7b"`` or ``namespace=~"cortex|lab"``."""
+
+
+class _Strict(BaseModel):
+    """Base for every policy section: frozen, camelCase keys, unknown keys rejected."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        strict=True,  # "2" is not a number and 1 is not a boolean in a policy file
+    )
+
+
+class Engine(str, Enum):
+    """The serving engine: decides which metric names the Prometheus source queries."""
+
+    VLLM = "vllm"
+    LLAMACPP = "llamacpp"
+
+
+class ModelClass(str, Enum):
+    """Always-on models keep at least one replica; on-demand models scale to and from zero."""
+
+    ALWAYS_ON = "always-on"
+    ON_DEMAND = "on-demand"
+
+
+class FallbackMode(str, Enum):
+    """What to do after too many consecutive ticks without data. No mode ever scales down."""
+
+    HOLD = "hold"  # keep the current replica count
+    AT_LEAST = "atLeast"  # raise to `replicas` if below it, never lower
+
+
+class TargetRef(_Strict):
+    """The Deployment the policy scales."""
+
+    namespace: str
+    deployment: str
+
+    @field_validator("namespace", "deployment")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not _DNS_LABEL.match(value) or len(value) > 63:
+            raise ValueError(f"{value!r} is not a valid Kubernetes name (RFC 1123 label)")
+        return value
+
+
+class Replicas(_Strict):
+    """Replica bounds; min 0 only for on-demand models."""
+
+    min: int = Field(ge=0)
+    max: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Replicas:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class Targets(_Strict):
+    """Per-replica targets: one replica is meant to carry this much of each signal.
+
+    A signal left unset is not used for scaling. At least one must be set.
+    """
+
+    queue_depth: PositiveFloat | None = None
+    tokens_per_second: PositiveFloat | None = None
+    inflight_requests: PositiveFloat | None = None
+    request_rate: PositiveFloat | None = None
+
+    def items(self) -> tuple[tuple[Signal, float], ...]:
+        """The set targets, in the fixed order of ``Signal``."""
+        values = (
+            (Signal.QUEUE_DEPTH, self.queue_depth),
+            (Signal.TOKENS_PER_SECOND, self.tokens_per_second),
+            (Signal.INFLIGHT_REQUESTS, self.inflight_requests),
+            (Signal.REQUEST_RATE, self.request_rate),
+        )
+        return tuple((signal, v) for signal, v in values if v is not None)
+
+    @model_validator(mode="after")
+    def _one_set(self) -> Targets:
+        if not self.items():
+            raise ValueError("set at least one per-replica target")
+        return self
+
+
+class ScaleDirection(_Strict):
+    """Stabilization window and step limit for one direction."""
+
+    stabilization_seconds: NonNegativeFloat
+    max_step: int = Field(ge=1, description="most replicas added (or removed) in one decision")
+
+
+class ColdStart(_Strict):
+    """How long a new replica takes to become ready, and how far back the trend is read."""
+
+    seconds: PositiveFloat
+    trend_window_seconds: PositiveFloat = 60.0
+    # A starting replica older than seconds * overdueFactor is considered stuck: scale-up holds
+    # for starting replicas are lifted so a broken pod cannot block capacity forever.
+    overdue_factor: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 3.0
+
+
+class ScaleToZero(_Strict):
+    """On-demand models only: idle period before going to zero and the activation rule."""
+
+    idle_seconds: PositiveFloat
+    activation_threshold: NonNegativeFloat = 0.0
+    activation_signals: tuple[Signal, ...] = (
+        Signal.QUEUE_DEPTH,
+        Signal.INFLIGHT_REQUESTS,
+        Signal.REQUEST_RATE,
+    )
+
+    @field_validator("activation_signals", mode="before")
+    @classmethod
+    def _signals(cls, value: object) -> object:
+        # Strict mode would refuse plain strings for the enum; accept the documented names.
+        if isinstance(value, list):
+            return tuple(Signal(v) if isinstance(v, str) else v for v in value)
+        return value
+
+
+class Placement(_Strict):
+    """Memory one replica needs on a node, and the most replicas one node may hold."""
+
+    memory_gib: PositiveFloat = Field(alias="memoryGiB")
+    max_per_node: int = Field(ge=1)
+
+
+class DataPolicy(_Strict):
+    """When metrics count as stale."""
+
+    stale_after_seconds: PositiveFloat = 60.0
+
+
+class Fallback(_Strict):
+    """After `afterFailures` consecutive ticks without data, apply `mode`."""
+
+    after_failures: int = Field(ge=1)
+    mode: FallbackMode = FallbackMode.HOLD
+    replicas: int = Field(default=1, ge=0)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, value: object) -> object:
+        return FallbackMode(value) if isinstance(value, str) else value
+
+
+class Slo(_Strict):
+    """The service level the simulator and tuner score against."""
+
+    queue_wait_seconds: PositiveFloat
+    percentile: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 95.0
+
+
+class ModelPolicy(_Strict):
+    """Everything scaler needs to know to scale one model."""
+
+    model: str
+    target: TargetRef
+    engine: Engine
+    model_class: ModelClass = Field(alias="class")
+    matchers: tuple[LabelMatcher, ...]
+    replicas: Replicas
+    targets: Targets
+    tolerance: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.1
+    scale_up: ScaleDirection
+    scale_down: ScaleDirection
+    cold_start: ColdStart
+    scale_to_zero: ScaleToZero | None = Field(default=None, validate_default=True)
+    placement: Placement
+    data: DataPolicy = DataPolicy()
+    fallback: Fallback
+    slo: Slo
+    # Per-signal PromQL overrides: see scaler.sources for the template variables.
+    queries: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return Engine(value)
+            except ValueError:
+                names = ", ".join(e.value for e in Engine)
+                raise ValueError(f"unknown engine {value!r}; expected one of: {names}") from None
+        return value
+
+    @field_validator("model_class", mode="before")
+    @classmethod
+    def _class(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return ModelClass(value)
+            except ValueError:
+                names = ", ".join(c.value for c in ModelClass)
+                raise ValueError(f"unknown class {value!r}; expected one of: {names}") from None
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        if not _DNS_LABEL.match(value) or len(value) > 63:
+            raise ValueError(f"{value!r} is not a valid model name (lowercase RFC 1123 label)")
+        return value
+
+    @field_validator("matchers", mode="before")
+    @classmethod
+    def _matchers_list(cls, value: object) -> object:
+        if isinstance(value, list | tuple) and not value:
+            # Without matchers the queries would sum every model's series together.
+            raise ValueError("at least one label matcher is required")
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("queries")
+    @classmethod
+    def _queries(cls, value: dict[str, str]) -> dict[str, str]:
+        known = {s.value for s in Signal}
+        for name, query in value.items():
+            if name not in known:
+                raise ValueError(f"unknown signal {name!r}; expected one of: {', '.join(sorted(known))}")
+            if not query.strip():
+                raise ValueError(f"query for {name!r} is empty")
+        return value
+
+    # Cross-field rules are field validators reading the fields validated before them
+    # (info.data), not one model validator: that way they still run, and are reported
+    # together with, errors in unrelated fields.
+    @field_validator("replicas")
+    @classmethod
+    def _min_for_class(cls, value: Replicas, info: ValidationInfo) -> Replicas:
+        if info.data.get("model_class") is ModelClass.ALWAYS_ON and value.min < 1:
+            raise ValueError("min is 0 on an always-on model; use class: on-demand")
+        return value
+
+    @field_validator("scale_to_zero")
+    @classmethod
+    def _zero_for_class(cls, value: ScaleToZero | None, info: ValidationInfo) -> ScaleToZero | None:
+        model_class = info.data.get("model_class")
+        if model_class is ModelClass.ALWAYS_ON and value is not None:
+            raise ValueError("scale-to-zero is set on an always-on model; use class: on-demand")
+        if model_class is ModelClass.ON_DEMAND and value is None:
+            raise ValueError("an on-demand model needs a scaleToZero section")
+        return value
+
+    @property
+    def on_demand(self) -> bool:
+        """Whether scaler itself moves this model between zero and one."""
+        return self.model_class is ModelClass.ON_DEMAND

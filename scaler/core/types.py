@@ -1,0 +1,232 @@
+"""Values that cross the core's boundary: observations in, decisions and state out.
+
+All times are float seconds on one clock chosen by the driver (Unix time in the live loop,
+virtual seconds in the simulator). The core never reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import cached_property
+from typing import TypeAlias
+
+from scaler.core.signals import Signal
+
+JsonValue: TypeAlias = (
+    None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
+)
+"""A value that ``json.dumps`` accepts as is."""
+
+
+class Reason(str, Enum):
+    """Why a decision came out as it did; one per step that shaped the number.
+
+    The values double as Kubernetes event reasons and as the `reason` label of the
+    `scaler_decisions_total` metric, so they are CamelCase and stable.
+    """
+
+    DEMAND = "Demand"  # desired follows the per-signal demand
+    WITHIN_TOLERANCE = "WithinTolerance"  # demand within tolerance of current: no change
+    TREND_PROJECTED = "TrendProjected"  # demand projected cold-start seconds ahead
+    COLD_START_HOLD = "ColdStartHold"  # backlog growth ignored while replicas are starting
+    COLD_START_OVERDUE = "ColdStartOverdue"  # starting replicas overdue: hold lifted
+    SCALE_FROM_ZERO = "ScaleFromZero"  # activation seen at zero replicas
+    IDLE_AT_ZERO = "IdleAtZero"  # at zero and nothing to wake for
+    SCALE_TO_ZERO = "ScaleToZero"  # idle period passed
+    IDLE_PENDING = "IdlePending"  # idle, but the idle period has not passed yet
+    STABILIZED_UP = "StabilizedUp"  # scale-up stabilization window held the number down
+    STABILIZED_DOWN = "StabilizedDown"  # scale-down stabilization window held the number up
+    STEP_LIMITED = "StepLimited"  # change cut to the policy's max step
+    PLACEMENT_CAP = "PlacementCap"  # no more replicas fit on the nodes
+    BOUNDED_MIN = "BoundedMin"  # raised to replicas.min
+    BOUNDED_MAX = "BoundedMax"  # lowered to replicas.max
+    NO_DATA = "NoData"  # no signal at all: hold
+    STALE_DATA = "StaleData"  # newest sample older than the staleness limit: hold
+    PARTIAL_DATA = "PartialData"  # some signals missing: may scale up, never down
+    FALLBACK = "Fallback"  # too many ticks without data: the policy's fallback applied
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the metrics source knows about one model at one instant.
+
+    `signals` holds the signals that have a value; a signal that is absent is missing (no
+    series, query error, NaN), which is different from a measured 0. `sample_time` is the
+    newest sample's timestamp, used for staleness; None when the source has no timestamp
+    (staleness is then not judged: a source that reads nothing leaves `signals` empty).
+    """
+
+    model: str
+    signals: Mapping[Signal, float]
+    sample_time: float | None
+    current_replicas: int  # replicas requested (Deployment spec.replicas)
+    ready_replicas: int
+
+    @property
+    def starting_replicas(self) -> int:
+        """Requested replicas not ready yet: capacity already on its way."""
+        return max(0, self.current_replicas - self.ready_replicas)
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A schedulable node and the memory pods may use on it."""
+
+    name: str
+    allocatable_gib: float
+
+
+@dataclass(frozen=True, slots=True)
+class Pod:
+    """A model replica; `node` is None while it is Pending without a node."""
+
+    model: str
+    node: str | None
+    memory_gib: float
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """The nodes and the model pods on them, as the placement planner needs them.
+
+    An empty ClusterState (no nodes) means "placement unknown": decide() applies no cap.
+    """
+
+    nodes: tuple[Node, ...] = ()
+    pods: tuple[Pod, ...] = ()
+
+    @cached_property
+    def used_gib(self) -> Mapping[str, float]:
+        """Memory taken on each node by placed pods (computed once per state)."""
+        used = {node.name: 0.0 for node in self.nodes}
+        for pod in self.pods:
+            if pod.node in used:
+                used[pod.node] += pod.memory_gib
+        return used
+
+    @cached_property
+    def placed_by_model(self) -> Mapping[str, Mapping[str, int]]:
+        """For each model, how many of its pods sit on each node."""
+        counts: dict[str, dict[str, int]] = {}
+        for pod in self.pods:
+            if pod.node is not None:
+                per_node = counts.setdefault(pod.model, {})
+                per_node[pod.node] = per_node.get(pod.node, 0) + 1
+        return counts
+
+
+@dataclass(frozen=True, slots=True)
+class ModelState:
+    """What decide() remembers about one model between ticks.
+
+    Everything here survives a restart (the live loop persists it in an annotation), so a new
+    leader neither scales an idle model down early nor repeats a scale-up.
+    """
+
+    # (time, recommendation) pairs inside the longest stabilization window.
+    recommendations: tuple[tuple[float, int], ...] = ()
+    # (time, demand in replicas) pairs inside the trend window, for the cold-start projection.
+    demand_history: tuple[tuple[float, float], ...] = ()
+    last_active: float | None = None
+    # Start of the current unbroken run of observed idleness; a data gap resets it.
+    idle_since: float | None = None
+    consecutive_failures: int = 0
+    # When replicas were first seen starting in the current cold start.
+    starting_since: float | None = None
+    last_desired: int | None = None
+
+    def to_json(self) -> dict[str, JsonValue]:
+        """A JSON-ready dict (for the Deployment annotation and the simulator's state dumps)."""
+        return {
+            "recommendations": [[t, r] for t, r in self.recommendations],
+            "demandHistory": [[t, d] for t, d in self.demand_history],
+            "lastActive": self.last_active,
+            "idleSince": self.idle_since,
+            "consecutiveFailures": self.consecutive_failures,
+            "startingSince": self.starting_since,
+            "lastDesired": self.last_desired,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> ModelState:
+        """Rebuild a state from ``to_json`` output; raises ValueError on a malformed document."""
+        try:
+            return cls(
+                recommendations=tuple(
+                    (float(t), int(r)) for t, r in _pairs(data.get("recommendations", []))
+                ),
+                demand_history=tuple(
+                    (float(t), float(d)) for t, d in _pairs(data.get("demandHistory", []))
+                ),
+                last_active=_opt_float(data.get("lastActive")),
+                idle_since=_opt_float(data.get("idleSince")),
+                consecutive_failures=int(_number(data.get("consecutiveFailures", 0))),
+                starting_since=_opt_float(data.get("startingSince")),
+                last_desired=(
+                    None if data.get("lastDesired") is None else int(_number(data["lastDesired"]))
+                ),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"malformed model state: {exc}") from None
+
+
+def _pairs(value: object) -> list[tuple[object, object]]:
+    if not isinstance(value, list) or not all(
+        isinstance(p, list | tuple) and len(p) == 2 for p in value
+    ):
+        raise ValueError(f"expected a list of pairs, got {value!r}")
+    return [(p[0], p[1]) for p in value]
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _opt_float(value: object) -> float | None:
+    return None if value is None else _number(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one decide() call for one model, with everything that explains it.
+
+    The same record feeds the external metrics API, the structured log, /debug/decisions,
+    Kubernetes events and the simulator's report.
+    """
+
+    model: str
+    time: float
+    desired_replicas: int
+    current_replicas: int
+    ready_replicas: int
+    starting_replicas: int
+    signals: Mapping[Signal, float]
+    demands: Mapping[Signal, int]  # per-signal raw demand in replicas
+    demand: int | None  # max over signals (after projection); None without data
+    placement_cap: int | None  # most replicas that fit; None when placement is unknown
+    reasons: tuple[Reason, ...] = field(default=())
+
+    @property
+    def changed(self) -> bool:
+        """Whether the decision asks for a different replica count than is running."""
+        return self.desired_replicas != self.current_replicas
+
+    def to_json(self) -> dict[str, JsonValue]:
+        """A JSON-ready dict; signal and reason names are their string values."""
+        return {
+            "model": self.model,
+            "time": self.time,
+            "desiredReplicas": self.desired_replicas,
+            "currentReplicas": self.current_replicas,
+            "readyReplicas": self.ready_replicas,
+            "startingReplicas": self.starting_replicas,
+            "signals": {s.value: v for s, v in self.signals.items()},
+            "demands": {s.value: d for s, d in self.demands.items()},
+            "demand": self.demand,
+            "placementCap": self.placement_cap,
+            "reasons": [r.value for r in self.reasons],
+        }
