@@ -50,9 +50,7 @@ def decide(
     starting_since = (
         (state.starting_since if state.starting_since is not None else now) if starting else None
     )
-    signals = {
-        s: v for s, v in observation.signals.items() if math.isfinite(v) and v >= 0.0
-    }
+    signals = {s: v for s, v in observation.signals.items() if math.isfinite(v) and v >= 0.0}
     targets = policy.targets.items()
     targeted = [s for s, _ in targets if s in signals]
     stale = (
@@ -97,11 +95,14 @@ def decide(
         reasons.append(Reason.WITHIN_TOLERANCE)
 
     # 3b. Project the demand cold-start seconds ahead from its recent trend (up only).
-    history = tuple(
-        (t, d)
-        for t, d in state.demand_history
-        if now - t <= policy.cold_start.trend_window_seconds and t < now
-    ) + ((now, level),)
+    history = (
+        *tuple(
+            (t, d)
+            for t, d in state.demand_history
+            if now - t <= policy.cold_start.trend_window_seconds and t < now
+        ),
+        (now, level),
+    )
     projected_level = level + max(0.0, _slope(history)) * policy.cold_start.seconds
     projected = math.ceil(projected_level - _EPS)
     if projected > demand and not (
@@ -113,8 +114,10 @@ def decide(
     # 4. Zero handling.
     active, idle_known = _activity(signals, policy)
     last_active = now if active else state.last_active
-    idle_since = None if active or not idle_known else (
-        state.idle_since if state.idle_since is not None else now
+    idle_since = (
+        None
+        if active or not idle_known
+        else (state.idle_since if state.idle_since is not None else now)
     )
     recommendations = state.recommendations
     if policy.on_demand and current == 0:
@@ -322,7 +325,7 @@ def _stabilize(
         reasons.append(Reason.STABILIZED_UP)
     elif desired > demand:
         reasons.append(Reason.STABILIZED_DOWN)
-    return desired, history + ((now, demand),)
+    return desired, (*history, (now, demand))
 
 
 def _limit_step(desired: int, current: int, policy: ModelPolicy, reasons: list[Reason]) -> int:

@@ -12,7 +12,7 @@ Unknown keys are errors.
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import (
@@ -41,8 +41,7 @@ def _check_matcher(matcher: str) -> str:
     parsed = _MATCHER.match(matcher)
     if parsed is None:
         raise ValueError(
-            f"malformed label matcher {matcher!r}; expected name=\"value\" "
-            "(operators =, !=, =~, !~)"
+            f'malformed label matcher {matcher!r}; expected name="value" (operators =, !=, =~, !~)'
         )
     if parsed.group(2) in ("=~", "!~"):
         try:
@@ -68,21 +67,21 @@ class _Strict(BaseModel):
     )
 
 
-class Engine(str, Enum):
+class Engine(StrEnum):
     """The serving engine: decides which metric names the Prometheus source queries."""
 
     VLLM = "vllm"
     LLAMACPP = "llamacpp"
 
 
-class ModelClass(str, Enum):
+class ModelClass(StrEnum):
     """Always-on models keep at least one replica; on-demand models scale to and from zero."""
 
     ALWAYS_ON = "always-on"
     ON_DEMAND = "on-demand"
 
 
-class FallbackMode(str, Enum):
+class FallbackMode(StrEnum):
     """What to do after too many consecutive ticks without data. No mode ever scales down."""
 
     HOLD = "hold"  # keep the current replica count
@@ -279,7 +278,9 @@ class ModelPolicy(_Strict):
         known = {s.value for s in Signal}
         for name, query in value.items():
             if name not in known:
-                raise ValueError(f"unknown signal {name!r}; expected one of: {', '.join(sorted(known))}")
+                raise ValueError(
+                    f"unknown signal {name!r}; expected one of: {', '.join(sorted(known))}"
+                )
             if not query.strip():
                 raise ValueError(f"query for {name!r} is empty")
         return value

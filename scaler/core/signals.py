@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Signal(str, Enum):
+class Signal(StrEnum):
     """One load signal of a model, summed over its replicas."""
 
     QUEUE_DEPTH = "queue_depth"  # requests waiting for a slot

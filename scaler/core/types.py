@@ -8,19 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from functools import cached_property
 from typing import TypeAlias
 
 from scaler.core.signals import Signal
 
-JsonValue: TypeAlias = (
-    None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
-)
+JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
 """A value that ``json.dumps`` accepts as is."""
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     """Why a decision came out as it did; one per step that shaped the number.
 
     The values double as Kubernetes event reasons and as the `reason` label of the
@@ -155,10 +153,11 @@ class ModelState:
         try:
             return cls(
                 recommendations=tuple(
-                    (float(t), int(r)) for t, r in _pairs(data.get("recommendations", []))
+                    (_number(t), int(_number(r)))
+                    for t, r in _pairs(data.get("recommendations", []))
                 ),
                 demand_history=tuple(
-                    (float(t), float(d)) for t, d in _pairs(data.get("demandHistory", []))
+                    (_number(t), _number(d)) for t, d in _pairs(data.get("demandHistory", []))
                 ),
                 last_active=_opt_float(data.get("lastActive")),
                 idle_since=_opt_float(data.get("idleSince")),

@@ -30,7 +30,9 @@ class PolicyError:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else str(self.file)
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
 
 
 class PolicyLoadError(Exception):
@@ -54,7 +56,9 @@ def check_policies(paths: Iterable[Path]) -> tuple[list[ModelPolicy], list[Polic
     errors: list[PolicyError] = []
     files = [f for p in paths for f in policy_files(p)]
     if not files:
-        errors.extend(PolicyError(Path(p), "", "no policy files (*.yaml, *.yml) found") for p in paths)
+        errors.extend(
+            PolicyError(Path(p), "", "no policy files (*.yaml, *.yml) found") for p in paths
+        )
     seen: dict[str, Path] = {}
     for file in files:
         policy, file_errors = check_file(file)
@@ -63,7 +67,11 @@ def check_policies(paths: Iterable[Path]) -> tuple[list[ModelPolicy], list[Polic
             continue
         if policy.model in seen:
             errors.append(
-                PolicyError(file, "model", f"model {policy.model!r} is already defined in {seen[policy.model]}")
+                PolicyError(
+                    file,
+                    "model",
+                    f"model {policy.model!r} is already defined in {seen[policy.model]}",
+                )
             )
             continue
         seen[policy.model] = file
@@ -97,12 +105,19 @@ def check_file(file: Path) -> tuple[ModelPolicy | None, list[PolicyError]]:
         return None, [PolicyError(file, "", "empty file: expected one policy document")]
     if len(documents) > 1:
         line = documents[1].start_mark.line + 1
-        return None, [PolicyError(file, "", "expected one policy document per file, found several", line)]
+        return None, [
+            PolicyError(file, "", "expected one policy document per file, found several", line)
+        ]
     root = documents[0]
     data = yaml.safe_load(text)
     if not isinstance(data, dict):
         return None, [
-            PolicyError(file, "", f"expected a mapping of policy fields, got {type(data).__name__}", root.start_mark.line + 1)
+            PolicyError(
+                file,
+                "",
+                f"expected a mapping of policy fields, got {type(data).__name__}",
+                root.start_mark.line + 1,
+            )
         ]
     try:
         return ModelPolicy.model_validate(data), []
@@ -116,7 +131,7 @@ def _to_error(file: Path, root: yaml.Node, err: object) -> PolicyError:
     loc = tuple(err.get("loc", ()))
     message = str(err.get("msg", "invalid"))
     if message.startswith("Value error, "):
-        message = message[len("Value error, "):]
+        message = message[len("Value error, ") :]
     if err.get("type") == "extra_forbidden":
         message = "unknown field"
     field = ".".join(str(p) for p in loc)
@@ -132,10 +147,11 @@ def _line_of(root: yaml.Node, loc: Sequence[object]) -> int | None:
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 if key.value == str(part):
-                    # An unknown or wrong key is reported at the key's own line.
-                    child = value if not isinstance(value, yaml.ScalarNode) else value
+                    child = value
                     break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
+        ):
             child = node.value[part]
         if child is None:
             break

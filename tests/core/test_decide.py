@@ -31,8 +31,12 @@ def test_demand_is_ceil_of_signal_over_target_and_max_across_signals() -> None:
 
 def test_exact_multiple_of_target_is_not_rounded_up_by_float_noise() -> None:
     """0.3 req/s at 0.15 per replica is 2 replicas, not 3."""
-    policy = make_policy(targets={"queueDepth": None, "tokensPerSecond": None, "inflightRequests": None})
-    decision, _ = decide(make_observation(rate=0.1 + 0.2, current=2), policy, ModelState(), NO_CLUSTER, 0.0)
+    policy = make_policy(
+        targets={"queueDepth": None, "tokensPerSecond": None, "inflightRequests": None}
+    )
+    decision, _ = decide(
+        make_observation(rate=0.1 + 0.2, current=2), policy, ModelState(), NO_CLUSTER, 0.0
+    )
     assert decision.demands[Signal.REQUEST_RATE] == 2
 
 
@@ -48,7 +52,9 @@ def test_within_tolerance_keeps_current_count() -> None:
 def test_outside_tolerance_scales() -> None:
     """A ratio 20 % over the current count scales up."""
     policy = make_policy(replicas={"max": 10})
-    decision, _ = decide(make_observation(queue=7.2, current=3), policy, ModelState(), NO_CLUSTER, 0.0)
+    decision, _ = decide(
+        make_observation(queue=7.2, current=3), policy, ModelState(), NO_CLUSTER, 0.0
+    )
     assert decision.desired_replicas == 4
 
 
@@ -85,7 +91,9 @@ def test_partial_data_may_scale_up_but_never_down() -> None:
     down, _ = decide(make_observation(queue=None, current=3), policy, ModelState(), NO_CLUSTER, 0.0)
     assert down.desired_replicas == 3
     assert Reason.PARTIAL_DATA in down.reasons
-    up, _ = decide(make_observation(queue=None, rate=0.75, current=3), policy, ModelState(), NO_CLUSTER, 0.0)
+    up, _ = decide(
+        make_observation(queue=None, rate=0.75, current=3), policy, ModelState(), NO_CLUSTER, 0.0
+    )
     assert up.desired_replicas == 5
 
 
@@ -135,7 +143,13 @@ def test_scale_up_stabilization_takes_lowest_recommendation() -> None:
 
 def test_step_limit_bounds_one_decision() -> None:
     """At most maxStep (2) replicas are added in one decision."""
-    decision, _ = decide(make_observation(queue=20, current=1), make_policy(replicas={"max": 10}), ModelState(), NO_CLUSTER, 0.0)
+    decision, _ = decide(
+        make_observation(queue=20, current=1),
+        make_policy(replicas={"max": 10}),
+        ModelState(),
+        NO_CLUSTER,
+        0.0,
+    )
     assert decision.desired_replicas == 3
     assert Reason.STEP_LIMITED in decision.reasons
 
@@ -200,7 +214,11 @@ def test_falling_trend_is_not_projected() -> None:
     state = ModelState()
     for tick in range(12):
         decision, state = decide(
-            make_observation(rate=0.45 - 0.02 * tick, current=3), policy, state, NO_CLUSTER, tick * 5.0
+            make_observation(rate=0.45 - 0.02 * tick, current=3),
+            policy,
+            state,
+            NO_CLUSTER,
+            tick * 5.0,
         )
     assert Reason.TREND_PROJECTED not in decision.reasons
 
@@ -208,7 +226,9 @@ def test_falling_trend_is_not_projected() -> None:
 def test_on_demand_wakes_on_activation_at_zero() -> None:
     """One held request at zero replicas starts Mixtral at once."""
     policy = make_policy("mixtral-8x7b")
-    decision, state = decide(make_observation("mixtral-8x7b", queue=1, current=0), policy, ModelState(), NO_CLUSTER, 0.0)
+    decision, state = decide(
+        make_observation("mixtral-8x7b", queue=1, current=0), policy, ModelState(), NO_CLUSTER, 0.0
+    )
     assert decision.desired_replicas == 1
     assert Reason.SCALE_FROM_ZERO in decision.reasons
     assert state.last_active == 0.0
@@ -217,7 +237,9 @@ def test_on_demand_wakes_on_activation_at_zero() -> None:
 def test_on_demand_stays_at_zero_without_activity() -> None:
     """No activity at zero: stay at zero."""
     policy = make_policy("mixtral-8x7b")
-    decision, _ = decide(make_observation("mixtral-8x7b", current=0), policy, ModelState(), NO_CLUSTER, 0.0)
+    decision, _ = decide(
+        make_observation("mixtral-8x7b", current=0), policy, ModelState(), NO_CLUSTER, 0.0
+    )
     assert decision.desired_replicas == 0
     assert decision.reasons[-1] is Reason.IDLE_AT_ZERO
 
@@ -225,7 +247,9 @@ def test_on_demand_stays_at_zero_without_activity() -> None:
 def test_activation_threshold_is_strict() -> None:
     """A signal equal to the threshold does not activate (KEDA: value > activationThreshold)."""
     policy = make_policy("mixtral-8x7b", scaleToZero={"activationThreshold": 1})
-    decision, _ = decide(make_observation("mixtral-8x7b", queue=1, current=0), policy, ModelState(), NO_CLUSTER, 0.0)
+    decision, _ = decide(
+        make_observation("mixtral-8x7b", queue=1, current=0), policy, ModelState(), NO_CLUSTER, 0.0
+    )
     assert decision.desired_replicas == 0
 
 
@@ -248,7 +272,9 @@ def test_data_gap_restarts_the_idle_period() -> None:
     """Idleness is only counted while it is observed: an outage restarts the clock."""
     policy = make_policy("mixtral-8x7b")
     idle = make_observation("mixtral-8x7b", current=1)
-    missing = make_observation("mixtral-8x7b", queue=None, tokens=None, inflight=None, rate=None, current=1)
+    missing = make_observation(
+        "mixtral-8x7b", queue=None, tokens=None, inflight=None, rate=None, current=1
+    )
     _, state = decide(idle, policy, ModelState(), NO_CLUSTER, 0.0)
     _, state = decide(missing, policy, state, NO_CLUSTER, 600.0)
     after, state = decide(idle, policy, state, NO_CLUSTER, 1000.0)
@@ -261,7 +287,9 @@ def test_never_scale_to_zero_while_a_replica_is_starting() -> None:
     """A pod still loading is not deleted by the idle rule (kserve#1247)."""
     policy = make_policy("mixtral-8x7b", scaleToZero={"idleSeconds": 10})
     state = ModelState(idle_since=0.0)
-    decision, _ = decide(make_observation("mixtral-8x7b", current=1, ready=0), policy, state, NO_CLUSTER, 100.0)
+    decision, _ = decide(
+        make_observation("mixtral-8x7b", current=1, ready=0), policy, state, NO_CLUSTER, 100.0
+    )
     assert decision.desired_replicas == 1
 
 
@@ -269,9 +297,13 @@ def test_placement_cap_limits_to_what_fits() -> None:
     """Mixtral (30 GiB) cannot get a replica where no node has 30 GiB free."""
     policy = make_policy("mixtral-8x7b")
     cluster = homelab(
-        Pod("mistral-7b", "ms01-1", 80.0), Pod("mistral-7b", "ms01-2", 80.0), Pod("mistral-7b", "ms01-3", 80.0)
+        Pod("mistral-7b", "ms01-1", 80.0),
+        Pod("mistral-7b", "ms01-2", 80.0),
+        Pod("mistral-7b", "ms01-3", 80.0),
     )
-    decision, _ = decide(make_observation("mixtral-8x7b", queue=3, current=0), policy, ModelState(), cluster, 0.0)
+    decision, _ = decide(
+        make_observation("mixtral-8x7b", queue=3, current=0), policy, ModelState(), cluster, 0.0
+    )
     assert decision.placement_cap == 0
     assert decision.desired_replicas == 0
     assert Reason.PLACEMENT_CAP in decision.reasons
@@ -280,7 +312,9 @@ def test_placement_cap_limits_to_what_fits() -> None:
 def test_placement_cap_never_removes_ready_replicas() -> None:
     """The cap keeps replicas that run, even if the cluster says nothing more fits."""
     policy = make_policy()
-    cluster = homelab(Pod("mistral-7b", "ms01-1", 11.0), Pod("mistral-7b", "ms01-2", 11.0), memory_gib=11.0)
+    cluster = homelab(
+        Pod("mistral-7b", "ms01-1", 11.0), Pod("mistral-7b", "ms01-2", 11.0), memory_gib=11.0
+    )
     observation = make_observation(queue=10, current=3, ready=2)
     decision, _ = decide(observation, policy, ModelState(), cluster, 0.0)
     assert decision.placement_cap == 3
@@ -305,7 +339,7 @@ def test_decide_all_reserves_memory_between_models() -> None:
 
 def test_decision_serializes_to_json() -> None:
     """A Decision is JSON with string signal and reason names."""
-    decision, state = decide(make_observation(queue=5), make_policy(), ModelState(), homelab(), 0.0)
+    decision, _ = decide(make_observation(queue=5), make_policy(), ModelState(), homelab(), 0.0)
     document = json.loads(json.dumps(decision.to_json()))
     assert document["desiredReplicas"] == 3
     assert document["signals"]["queue_depth"] == 5

@@ -1,0 +1,1 @@
+"""scaler.activator (see README: Layout)."""

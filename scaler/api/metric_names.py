@@ -1,0 +1,50 @@
+"""Every metric name scaler exports: a contract for dashboards, alerts and the simulator.
+
+The external metrics (served to the HPA) and the self-metrics (Prometheus /metrics of the
+adapter and the activator) are defined once here; the live adapter exports them, the
+simulator's ``--openmetrics`` export uses the same names so a simulation can be backfilled
+and shown on the same Grafana dashboards, and the dashboards and alerts query them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from scaler.core import Signal
+
+# --- External metrics API (external.metrics.k8s.io/v1beta1), selected by label model=<name>.
+EXTERNAL_DESIRED_REPLICAS: Final = "scaler-desired-replicas"
+EXTERNAL_BY_SIGNAL: Final[dict[Signal, str]] = {
+    Signal.QUEUE_DEPTH: "scaler-queue-depth",
+    Signal.TOKENS_PER_SECOND: "scaler-tokens-per-second",
+    Signal.REQUEST_RATE: "scaler-request-rate",
+    Signal.INFLIGHT_REQUESTS: "scaler-inflight-requests",
+}
+EXTERNAL_METRICS: Final[tuple[str, ...]] = (EXTERNAL_DESIRED_REPLICAS, *EXTERNAL_BY_SIGNAL.values())
+
+# --- Adapter self-metrics. Labels in the comments.
+DESIRED_REPLICAS: Final = "scaler_desired_replicas"  # gauge {model}
+CURRENT_REPLICAS: Final = "scaler_current_replicas"  # gauge {model}
+READY_REPLICAS: Final = "scaler_ready_replicas"  # gauge {model}
+STARTING_REPLICAS: Final = "scaler_starting_replicas"  # gauge {model}
+PLACEMENT_CAP: Final = "scaler_placement_cap_replicas"  # gauge {model}; absent when unknown
+SIGNAL_VALUE: Final = "scaler_signal_value"  # gauge {model, signal}: summed over replicas
+SIGNAL_TARGET: Final = "scaler_signal_target"  # gauge {model, signal}: per-replica target
+DECISIONS: Final = "scaler_decisions_total"  # counter {model, reason}
+COLD_STARTS: Final = "scaler_cold_starts_total"  # counter {model}: scale-ups from zero
+COLD_START_DURATION: Final = "scaler_cold_start_duration_seconds"  # histogram {model}: to ready
+DATA_AGE: Final = "scaler_metrics_age_seconds"  # gauge {model}: age of the newest sample
+LAST_TICK: Final = "scaler_last_tick_timestamp_seconds"  # gauge: end of the last control tick
+PROMETHEUS_QUERY_DURATION: Final = "scaler_prometheus_query_duration_seconds"  # histogram {signal}
+PROMETHEUS_QUERY_ERRORS: Final = "scaler_prometheus_query_errors_total"  # counter {signal}
+PROMETHEUS_QUERIES: Final = "scaler_prometheus_queries_total"  # counter {signal}
+API_REQUEST_DURATION: Final = "scaler_api_request_duration_seconds"  # histogram {path, code}
+LEADER: Final = "scaler_leader"  # gauge: 1 while this replica holds the lease
+SCALE_WRITES: Final = "scaler_scale_writes_total"  # counter {model, result}
+
+# --- Activator self-metrics.
+ACTIVATOR_PENDING: Final = "scaler_activator_pending_requests"  # gauge {model}: held now
+ACTIVATOR_WAIT: Final = "scaler_activator_wait_seconds"  # histogram {model}: hold time
+ACTIVATOR_FORWARDED: Final = "scaler_activator_forwarded_total"  # counter {model}
+ACTIVATOR_TIMEOUTS: Final = "scaler_activator_timeouts_total"  # counter {model}
+ACTIVATOR_REJECTED: Final = "scaler_activator_rejected_total"  # counter {model, reason}

@@ -1,0 +1,99 @@
+"""DecisionStore: the latest decision per model and a bounded history, in memory.
+
+The control loop is the only writer; the external metrics API, /metrics and
+/debug/decisions only read. A request therefore never waits on Prometheus: it reads what the
+last tick left here.
+
+Freshness: a value is served while the last decision made on real data is younger than the
+staleness limit. After that the API answers 503 so the HPA holds, except for
+``scaler-desired-replicas`` when the policy's fallback is in force (the decision then carries
+``Reason.FALLBACK``), which is served like KEDA serves its fallback replicas.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from scaler.api.metric_names import EXTERNAL_BY_SIGNAL, EXTERNAL_DESIRED_REPLICAS
+from scaler.core import Decision, Reason
+
+_SIGNAL_BY_METRIC = {name: signal for signal, name in EXTERNAL_BY_SIGNAL.items()}
+
+
+class UnknownMetricError(LookupError):
+    """The metric name or the model is not one scaler serves (HTTP 404)."""
+
+
+class StaleMetricError(LookupError):
+    """The value exists but is older than the staleness limit, or not read yet (HTTP 503)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricValue:
+    """One external metric value and the time it describes."""
+
+    value: float
+    timestamp: float
+
+
+class DecisionStore:
+    """Latest decision per model plus the last one made on real data, and a bounded history."""
+
+    def __init__(
+        self, models: Iterable[str], *, staleness_seconds: float, history: int = 512
+    ) -> None:
+        self._models = tuple(sorted(models))
+        self._staleness = staleness_seconds
+        self._latest: dict[str, Decision] = {}
+        self._last_good: dict[str, Decision] = {}
+        self._history: deque[Decision] = deque(maxlen=history)
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The models scaler has policies for (sorted)."""
+        return self._models
+
+    def publish(self, decision: Decision) -> None:
+        """Record one decision; a decision made on data also becomes the last good one."""
+        if decision.model not in self._models:
+            raise UnknownMetricError(f"no policy for model {decision.model!r}")
+        self._latest[decision.model] = decision
+        if decision.demand is not None:
+            self._last_good[decision.model] = decision
+        self._history.append(decision)
+
+    def latest(self, model: str) -> Decision | None:
+        """The newest decision for `model`, None before the first tick."""
+        return self._latest.get(model)
+
+    def recent(self, limit: int | None = None) -> list[Decision]:
+        """The newest decisions first, at most `limit` of them."""
+        items = list(reversed(self._history))
+        return items if limit is None else items[:limit]
+
+    def value(self, metric: str, model: str, now: float) -> MetricValue:
+        """The value of external `metric` for `model` at `now`, or Unknown/Stale errors."""
+        metric = metric.lower()  # the HPA's client lowercases metric names in the URL
+        if metric != EXTERNAL_DESIRED_REPLICAS and metric not in _SIGNAL_BY_METRIC:
+            raise UnknownMetricError(f"the server could not find the metric {metric}")
+        if model not in self._models:
+            raise UnknownMetricError(
+                f"the server could not find the metric {metric} for model {model}"
+            )
+        good = self._last_good.get(model)
+        fresh = good is not None and now - good.time <= self._staleness
+        if metric == EXTERNAL_DESIRED_REPLICAS:
+            latest = self._latest.get(model)
+            if fresh and latest is not None:
+                return MetricValue(float(latest.desired_replicas), latest.time)
+            if latest is not None and Reason.FALLBACK in latest.reasons:
+                return MetricValue(float(latest.desired_replicas), latest.time)
+            raise StaleMetricError(f"no fresh data for model {model}")
+        if not fresh or good is None:
+            raise StaleMetricError(f"no fresh data for model {model}")
+        signal = _SIGNAL_BY_METRIC[metric]
+        if signal not in good.signals:
+            raise StaleMetricError(f"signal {signal.value} not read for model {model}")
+        return MetricValue(good.signals[signal], good.time)

@@ -1,0 +1,1 @@
+"""scaler.dashboards (see README: Layout)."""

@@ -1,0 +1,1 @@
+"""scaler.live (see README: Layout)."""

@@ -1,0 +1,1 @@
+"""scaler.simulation (see README: Layout)."""

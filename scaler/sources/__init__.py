@@ -1,0 +1,1 @@
+"""scaler.sources (see README: Layout)."""
