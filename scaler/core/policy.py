@@ -37,6 +37,17 @@ PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
+def _enum_member(kind: type[StrEnum], value: object, what: str) -> object:
+    """Turn a YAML string into `kind`'s member, with an error listing the allowed values."""
+    if not isinstance(value, str):
+        return value  # strict validation reports the wrong type
+    try:
+        return kind(value)
+    except ValueError:
+        names = ", ".join(member.value for member in kind)
+        raise ValueError(f"unknown {what} {value!r}; expected one of: {names}") from None
+
+
 def _check_matcher(matcher: str) -> str:
     parsed = _MATCHER.match(matcher)
     if parsed is None:
@@ -176,7 +187,7 @@ class ScaleToZero(_Strict):
     def _signals(cls, value: object) -> object:
         # Strict mode would refuse plain strings for the enum; accept the documented names.
         if isinstance(value, list):
-            return tuple(Signal(v) if isinstance(v, str) else v for v in value)
+            return tuple(_enum_member(Signal, v, "signal") for v in value)
         return value
 
 
@@ -203,7 +214,7 @@ class Fallback(_Strict):
     @field_validator("mode", mode="before")
     @classmethod
     def _mode(cls, value: object) -> object:
-        return FallbackMode(value) if isinstance(value, str) else value
+        return _enum_member(FallbackMode, value, "fallback mode")
 
 
 class Slo(_Strict):
@@ -238,24 +249,12 @@ class ModelPolicy(_Strict):
     @field_validator("engine", mode="before")
     @classmethod
     def _engine(cls, value: object) -> object:
-        if isinstance(value, str):
-            try:
-                return Engine(value)
-            except ValueError:
-                names = ", ".join(e.value for e in Engine)
-                raise ValueError(f"unknown engine {value!r}; expected one of: {names}") from None
-        return value
+        return _enum_member(Engine, value, "engine")
 
     @field_validator("model_class", mode="before")
     @classmethod
     def _class(cls, value: object) -> object:
-        if isinstance(value, str):
-            try:
-                return ModelClass(value)
-            except ValueError:
-                names = ", ".join(c.value for c in ModelClass)
-                raise ValueError(f"unknown class {value!r}; expected one of: {names}") from None
-        return value
+        return _enum_member(ModelClass, value, "class")
 
     @field_validator("model")
     @classmethod

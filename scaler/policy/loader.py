@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from scaler.core.policy import ModelPolicy
 
@@ -134,9 +134,33 @@ def _to_error(file: Path, root: yaml.Node, err: object) -> PolicyError:
         message = message[len("Value error, ") :]
     if err.get("type") == "extra_forbidden":
         message = "unknown field"
+    loc = _yaml_path(loc)
     field = ".".join(str(p) for p in loc)
     line = _line_of(root, loc)
     return PolicyError(file, field or "", message, line)
+
+
+def _yaml_path(loc: Sequence[object]) -> tuple[object, ...]:
+    """Pydantic's error location with Python field names turned into their YAML keys.
+
+    Errors on defaulted fields (validate_default) carry the Python name; user keys (the
+    `queries` mapping, unknown fields) are left as written.
+    """
+    path: list[object] = []
+    model: type[BaseModel] | None = ModelPolicy
+    for part in loc:
+        field = model.model_fields.get(str(part)) if model is not None else None
+        if field is None:
+            path.append(part)
+            model = None
+            continue
+        path.append(field.alias or part)
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        model = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+    return tuple(path)
 
 
 def _line_of(root: yaml.Node, loc: Sequence[object]) -> int | None:
