@@ -1,0 +1,1 @@
+"""Tests of scaler.sources (templates, batching, the Prometheus source)."""
