@@ -1,0 +1,196 @@
+"""The adapter's own Prometheus metrics (/metrics) and its health flags (/readyz).
+
+Every name comes from ``scaler.api.metric_names``. The registry is owned by the instance, not
+prometheus_client's global one, so tests and several apps in one process never collide.
+The control loop calls the ``observe_*``/``set_*``/``mark_*`` methods; the API server's
+middleware calls ``observe_api_request``; ``/metrics`` renders ``exposition()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+
+from scaler.api import metric_names as names
+from scaler.core import Decision, ModelPolicy
+
+EXPOSITION_CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
+"""Prometheus text format 0.0.4, which every Prometheus version scrapes."""
+
+# API requests are answered from memory: most take well under a millisecond.
+_API_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+_QUERY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Cold starts run from seconds (tinyllama) to minutes (Mixtral from a cold page cache).
+_COLD_START_BUCKETS: Final = (5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
+
+
+class SelfMetrics:
+    """The adapter's self-metrics in a private CollectorRegistry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self._desired = Gauge(
+            names.DESIRED_REPLICAS, "Replicas scaler asks for.", ["model"], registry=r
+        )
+        self._current = Gauge(
+            names.CURRENT_REPLICAS, "Replicas requested now (spec.replicas).", ["model"], registry=r
+        )
+        self._ready = Gauge(names.READY_REPLICAS, "Replicas ready.", ["model"], registry=r)
+        self._starting = Gauge(
+            names.STARTING_REPLICAS, "Replicas requested but not ready yet.", ["model"], registry=r
+        )
+        self._cap = Gauge(
+            names.PLACEMENT_CAP, "Most replicas that fit on the nodes.", ["model"], registry=r
+        )
+        self._signal = Gauge(
+            names.SIGNAL_VALUE,
+            "Signal value summed over the model's replicas.",
+            ["model", "signal"],
+            registry=r,
+        )
+        self._target = Gauge(
+            names.SIGNAL_TARGET,
+            "Per-replica target of the signal.",
+            ["model", "signal"],
+            registry=r,
+        )
+        self._decisions = Counter(
+            names.DECISIONS.removesuffix("_total"),
+            "Decisions, by reason.",
+            ["model", "reason"],
+            registry=r,
+        )
+        self._cold_starts = Counter(
+            names.COLD_STARTS.removesuffix("_total"),
+            "Scale-ups from zero that became ready.",
+            ["model"],
+            registry=r,
+        )
+        self._cold_start_seconds = Histogram(
+            names.COLD_START_DURATION,
+            "Seconds from scale-up to ready, from zero.",
+            ["model"],
+            buckets=_COLD_START_BUCKETS,
+            registry=r,
+        )
+        self._data_age = Gauge(
+            names.DATA_AGE, "Age of the newest sample read for the model.", ["model"], registry=r
+        )
+        self._last_tick = Gauge(
+            names.LAST_TICK, "Unix time at which the last control tick ended.", registry=r
+        )
+        self._query_seconds = Histogram(
+            names.PROMETHEUS_QUERY_DURATION,
+            "Prometheus query latency.",
+            ["signal"],
+            buckets=_QUERY_BUCKETS,
+            registry=r,
+        )
+        self._query_errors = Counter(
+            names.PROMETHEUS_QUERY_ERRORS.removesuffix("_total"),
+            "Prometheus queries that failed.",
+            ["signal"],
+            registry=r,
+        )
+        self._queries = Counter(
+            names.PROMETHEUS_QUERIES.removesuffix("_total"),
+            "Prometheus queries sent.",
+            ["signal"],
+            registry=r,
+        )
+        self._api_seconds = Histogram(
+            names.API_REQUEST_DURATION,
+            "API request latency by route and status code.",
+            ["path", "code"],
+            buckets=_API_BUCKETS,
+            registry=r,
+        )
+        self._leader = Gauge(
+            names.LEADER, "1 while this replica holds the leader lease.", registry=r
+        )
+        self._scale_writes = Counter(
+            names.SCALE_WRITES.removesuffix("_total"),
+            "Writes to a Deployment's scale subresource, by result.",
+            ["model", "result"],
+            registry=r,
+        )
+        self._leader.set(0)
+
+    def observe_decision(self, decision: Decision, policy: ModelPolicy) -> None:
+        """Export one decision: replica gauges, signal values and targets, reasons counted."""
+        model = decision.model
+        self._desired.labels(model).set(decision.desired_replicas)
+        self._current.labels(model).set(decision.current_replicas)
+        self._ready.labels(model).set(decision.ready_replicas)
+        self._starting.labels(model).set(decision.starting_replicas)
+        if decision.placement_cap is None:
+            # "Absent when unknown": a stale cap would read as a real limit on dashboards.
+            with contextlib.suppress(KeyError):
+                self._cap.remove(model)
+        else:
+            self._cap.labels(model).set(decision.placement_cap)
+        for signal, value in decision.signals.items():
+            self._signal.labels(model, signal.value).set(value)
+        for signal, target in policy.targets.items():
+            self._target.labels(model, signal.value).set(target)
+        for reason in decision.reasons:
+            self._decisions.labels(model, reason.value).inc()
+
+    def observe_query(self, signal: str, duration_seconds: float, error: bool) -> None:
+        """Count one Prometheus query for `signal`, its latency, and whether it failed."""
+        self._queries.labels(signal).inc()
+        self._query_seconds.labels(signal).observe(duration_seconds)
+        if error:
+            self._query_errors.labels(signal).inc()
+
+    def observe_data_age(self, model: str, age_seconds: float) -> None:
+        """Record how old the newest sample read for `model` is."""
+        self._data_age.labels(model).set(age_seconds)
+
+    def set_leader(self, leader: bool) -> None:
+        """Whether this replica holds the lease (and so actuates)."""
+        self._leader.set(1 if leader else 0)
+
+    def observe_scale_write(self, model: str, result: str) -> None:
+        """Count one scale-subresource write for `model` with its `result` (ok, conflict...)."""
+        self._scale_writes.labels(model, result).inc()
+
+    def observe_cold_start(self, model: str, seconds_to_ready: float) -> None:
+        """Count a completed scale-up from zero and how long it took to become ready."""
+        self._cold_starts.labels(model).inc()
+        self._cold_start_seconds.labels(model).observe(seconds_to_ready)
+
+    def mark_tick(self, now: float) -> None:
+        """Record the (Unix) time at which a control tick ended."""
+        self._last_tick.set(now)
+
+    def observe_api_request(self, path: str, code: int, duration_seconds: float) -> None:
+        """Record one API request by route template (never the raw path) and status code."""
+        self._api_seconds.labels(path, str(code)).observe(duration_seconds)
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus text format 0.0.4."""
+        return generate_latest(self.registry)
+
+
+class Health:
+    """Readiness of the adapter: ready once the first control tick has succeeded.
+
+    Liveness needs no flag: a /livez answer proves the process runs and its event loop turns.
+    """
+
+    def __init__(self) -> None:
+        self._ready = False
+
+    def mark_ready(self) -> None:
+        """Called by the control loop after its first successful tick; stays ready after."""
+        self._ready = True
+
+    @property
+    def ready(self) -> bool:
+        """Whether /readyz answers 200."""
+        return self._ready

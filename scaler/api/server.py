@@ -1,0 +1,367 @@
+"""The aiohttp server: external.metrics.k8s.io/v1beta1, probes, /metrics, /debug/decisions.
+
+Every answer comes from memory (the DecisionStore, precomputed discovery bodies): a request
+never waits on Prometheus or on the control loop. Every error is a ``metav1.Status`` JSON
+object, so the aggregator and the HPA log the message rather than "an error that is not a
+metav1.Status". One middleware authenticates (front proxy, see ``scaler.api.auth``), times
+the request by route template and turns any unexpected exception into a 500 Status and a log
+line: a bad request never takes the server down.
+
+Namespaces: the HPA asks in its own namespace, and each model's HPA lives in the model's
+target namespace (policy ``target.namespace``). With a ``namespaces`` mapping, a model is
+served only in its namespace; elsewhere it is not found (404), so an HPA in another namespace
+cannot read, and sum, it by accident. Without the mapping every model is served everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from scaler.api.auth import AuthenticationError, Authenticator, UserInfo
+from scaler.api.metric_names import EXTERNAL_METRICS
+from scaler.api.quantity import format_quantity
+from scaler.api.selector import SelectorError, parse_selector
+from scaler.api.selfmetrics import EXPOSITION_CONTENT_TYPE, Health, SelfMetrics
+from scaler.api.store import DecisionStore, StaleMetricError, UnknownMetricError
+
+log = structlog.get_logger(__name__)
+
+GROUP: Final = "external.metrics.k8s.io"
+VERSION: Final = "v1beta1"
+GROUP_VERSION: Final = f"{GROUP}/{VERSION}"
+VALUE_LIST_PATH: Final = f"/apis/{GROUP_VERSION}/namespaces/{{namespace}}/{{metric}}"
+MODEL_LABEL: Final = "model"
+DEFAULT_DECISIONS_LIMIT: Final = 100
+
+USER_KEY: Final = "scaler.user"
+"""Request key under which the authenticated UserInfo is stored."""
+
+_JSON: Final = "application/json"
+_REASONS: Final = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    406: "NotAcceptable",
+    413: "RequestEntityTooLarge",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+}
+_KNOWN_METRICS: Final = frozenset(EXTERNAL_METRICS)
+
+Clock = Callable[[], float]
+"""Seconds since the epoch; injected so tests drive staleness without sleeping."""
+
+
+def _dumps(document: object) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def status_body(code: int, message: str) -> bytes:
+    """A ``metav1.Status`` failure document for HTTP `code`."""
+    return _dumps(
+        {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": _REASONS.get(code, "Unknown"),
+            "code": code,
+        }
+    )
+
+
+def status_response(code: int, message: str) -> web.Response:
+    """A ``metav1.Status`` failure response for HTTP `code`."""
+    return web.Response(status=code, body=status_body(code, message), content_type=_JSON)
+
+
+def _discovery_bodies() -> tuple[bytes, bytes, bytes]:
+    """APIGroupList, APIGroup and APIResourceList, computed once: discovery is constant."""
+    version = {"groupVersion": GROUP_VERSION, "version": VERSION}
+    group = {"name": GROUP, "versions": [version], "preferredVersion": version}
+    resources = [
+        # singularName, namespaced, kind and verbs are not omitempty: always present.
+        {
+            "name": metric,
+            "singularName": "",
+            "namespaced": True,
+            "kind": "ExternalMetricValueList",
+            "verbs": ["get"],
+        }
+        for metric in EXTERNAL_METRICS
+    ]
+    assert resources, "an empty resource list breaks kubectl and helm discovery"
+    return (
+        _dumps({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group]}),
+        _dumps({"kind": "APIGroup", "apiVersion": "v1", **group}),
+        _dumps(
+            {
+                "kind": "APIResourceList",
+                "apiVersion": "v1",
+                "groupVersion": GROUP_VERSION,
+                "resources": resources,
+            }
+        ),
+    )
+
+
+def _rfc3339(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def _client_common_name(request: web.Request) -> str | None:
+    """Subject CN of the verified client certificate, None without one (or without TLS)."""
+    transport = request.transport
+    if transport is None:
+        return None
+    peer = transport.get_extra_info("peercert")
+    if not peer:  # None without TLS, {} when no certificate was verified
+        return None
+    for rdn in peer.get("subject", ()):
+        for attribute, value in rdn:
+            if attribute == "commonName":
+                return str(value)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Routes:
+    """The handlers, closed over what they read."""
+
+    store: DecisionStore
+    metrics: SelfMetrics
+    health: Health
+    clock: Clock
+    models_by_namespace: Mapping[str, frozenset[str]] | None
+    discovery: tuple[bytes, bytes, bytes]
+
+    async def group_list(self, _request: web.Request) -> web.Response:
+        return web.Response(body=self.discovery[0], content_type=_JSON)
+
+    async def group(self, _request: web.Request) -> web.Response:
+        return web.Response(body=self.discovery[1], content_type=_JSON)
+
+    async def resource_list(self, _request: web.Request) -> web.Response:
+        return web.Response(body=self.discovery[2], content_type=_JSON)
+
+    async def value_list(self, request: web.Request) -> web.Response:
+        namespace = request.match_info["namespace"]
+        metric = request.match_info["metric"].lower()  # the HPA lowercases metric names
+        if metric not in _KNOWN_METRICS:
+            return status_response(
+                404, f"the server could not find the metric {metric} for namespace {namespace}"
+            )
+        selector_text = request.query.get("labelSelector", "")
+        try:
+            selector = parse_selector(selector_text)
+        except SelectorError as exc:
+            return status_response(400, str(exc))
+        if self.models_by_namespace is None:
+            in_namespace: frozenset[str] | tuple[str, ...] = self.store.models
+        else:
+            in_namespace = self.models_by_namespace.get(namespace, frozenset())
+        wanted = selector.candidates(MODEL_LABEL)
+        if wanted is not None:
+            models = sorted(m for m in wanted if m in in_namespace)
+        else:
+            models = sorted(in_namespace)
+        selected = [m for m in models if selector.matches({MODEL_LABEL: m})]
+        if not selected:
+            return status_response(
+                404,
+                f"the server could not find the metric {metric} for namespace {namespace}"
+                f" and selector {selector_text!r}",
+            )
+        now = self.clock()
+        items = []
+        for model in selected:
+            try:
+                value = self.store.value(metric, model, now)
+            except StaleMetricError:
+                # Generic on purpose (as prometheus-adapter): the HPA holds on any error.
+                return status_response(
+                    503, f"unable to fetch metric {metric} for model {model}: no fresh data"
+                )
+            except UnknownMetricError:
+                return status_response(
+                    404, f"the server could not find the metric {metric} for model {model}"
+                )
+            items.append(
+                {
+                    "metricName": metric,
+                    "metricLabels": {MODEL_LABEL: model},
+                    "timestamp": _rfc3339(value.timestamp),
+                    "value": format_quantity(value.value),
+                }
+            )
+        body = {
+            "kind": "ExternalMetricValueList",
+            "apiVersion": GROUP_VERSION,
+            "metadata": {},
+            "items": items,
+        }
+        return web.Response(body=_dumps(body), content_type=_JSON)
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        if not self.health.ready:
+            return status_response(503, "not ready: no control tick has succeeded yet")
+        return web.Response(text="ok")
+
+    async def self_metrics(self, _request: web.Request) -> web.Response:
+        response = web.Response(body=self.metrics.exposition())
+        response.headers["Content-Type"] = EXPOSITION_CONTENT_TYPE
+        return response
+
+    async def decisions(self, request: web.Request) -> web.Response:
+        raw = request.query.get("limit", str(DEFAULT_DECISIONS_LIMIT))
+        try:
+            limit = int(raw)
+            if limit < 0:
+                raise ValueError
+        except ValueError:
+            return status_response(400, f"limit must be a non-negative integer, got {raw!r}")
+        recent = [d.to_json() for d in self.store.recent(limit)]
+        return web.Response(body=_dumps({"decisions": recent}), content_type=_JSON)
+
+    async def not_found(self, request: web.Request) -> web.Response:
+        return status_response(
+            404, f"the server could not find the requested resource {request.path}"
+        )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _front_middleware(authenticator: Authenticator, metrics: SelfMetrics) -> Middleware:
+    """Authentication, latency by route template, and errors as Status objects, in one pass."""
+
+    @web.middleware
+    async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        response: web.StreamResponse
+        try:
+            if not authenticator.is_public(request.path):
+                user: UserInfo = authenticator.authenticate(
+                    client_common_name=_client_common_name(request), headers=request.headers
+                )
+                request[USER_KEY] = user
+            response = await handler(request)
+        except AuthenticationError as exc:
+            response = status_response(401, f"Unauthorized: {exc}")
+        except web.HTTPException as exc:  # router 404/405 and friends
+            response = status_response(exc.status, f"{exc.reason}: {request.method} {request.path}")
+            if exc.status == 405:
+                response.headers.update({k: v for k, v in exc.headers.items() if k == "Allow"})
+        except Exception:
+            log.exception("api_request_failed", method=request.method, path=request.path)
+            response = status_response(500, "internal error while serving the request")
+        resource = request.match_info.route.resource
+        template = resource.canonical if resource is not None else "unmatched"
+        metrics.observe_api_request(template, response.status, time.perf_counter() - started)
+        return response
+
+    return front
+
+
+def build_app(
+    *,
+    store: DecisionStore,
+    metrics: SelfMetrics,
+    health: Health,
+    authenticator: Authenticator,
+    clock: Clock = time.time,
+    namespaces: Mapping[str, str] | None = None,
+) -> web.Application:
+    """The API application. `namespaces` maps each model to the namespace it is served in.
+
+    Without `namespaces`, every model is served in every namespace (dry runs, tests).
+    """
+    by_namespace: dict[str, set[str]] | None = None
+    if namespaces is not None:
+        by_namespace = {}
+        for model, namespace in namespaces.items():
+            by_namespace.setdefault(namespace, set()).add(model)
+    routes = _Routes(
+        store=store,
+        metrics=metrics,
+        health=health,
+        clock=clock,
+        models_by_namespace=(
+            None if by_namespace is None else {k: frozenset(v) for k, v in by_namespace.items()}
+        ),
+        discovery=_discovery_bodies(),
+    )
+    app = web.Application(middlewares=[_front_middleware(authenticator, metrics)])
+    app.router.add_get("/apis", routes.group_list)
+    app.router.add_get("/apis/", routes.group_list)  # the Python client's ApisApi asks here
+    app.router.add_get(f"/apis/{GROUP}", routes.group)
+    app.router.add_get(f"/apis/{GROUP_VERSION}", routes.resource_list)
+    app.router.add_get(VALUE_LIST_PATH, routes.value_list)
+    app.router.add_get("/healthz", routes.healthz)
+    app.router.add_get("/livez", routes.healthz)
+    app.router.add_get("/readyz", routes.readyz)
+    app.router.add_get("/metrics", routes.self_metrics)
+    app.router.add_get("/debug/decisions", routes.decisions)
+    # The aggregator downloads OpenAPI specs and skips a 404 gracefully.
+    app.router.add_get("/openapi/v2", routes.not_found)
+    app.router.add_get("/openapi/v3", routes.not_found)
+    return app
+
+
+@dataclass(frozen=True, slots=True)
+class ApiEndpoint:
+    """Where a started server listens (the real port when 0 was asked for)."""
+
+    host: str
+    port: int
+    tls: bool
+
+    @property
+    def url(self) -> str:
+        """Base URL of the server."""
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+
+@contextlib.asynccontextmanager
+async def serve_api(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    shutdown_timeout: float = 10.0,
+) -> AsyncIterator[ApiEndpoint]:
+    """Serve `app` until the block exits, then shut down gracefully.
+
+    Signals are left to the caller (the CLI's loop). On exit the listener closes first and
+    requests in flight get up to `shutdown_timeout` seconds; the cleanup is shielded so a
+    cancelled caller still closes the socket.
+    """
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(
+            runner, host, port, ssl_context=ssl_context, shutdown_timeout=shutdown_timeout
+        )
+        await site.start()
+        bound = runner.addresses[0]
+        yield ApiEndpoint(host=str(bound[0]), port=int(bound[1]), tls=ssl_context is not None)
+    finally:
+        await asyncio.shield(runner.cleanup())
