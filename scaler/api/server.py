@@ -44,7 +44,7 @@ VALUE_LIST_PATH: Final = f"/apis/{GROUP_VERSION}/namespaces/{{namespace}}/{{metr
 MODEL_LABEL: Final = "model"
 DEFAULT_DECISIONS_LIMIT: Final = 100
 
-USER_KEY: Final = "scaler.user"
+USER_KEY: Final = web.RequestKey("scaler.user", UserInfo)
 """Request key under which the authenticated UserInfo is stored."""
 
 _JSON: Final = "application/json"

@@ -1,0 +1,93 @@
+"""SelfMetrics: the exported names and labels, from the contract module."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from scaler.api import metric_names as names
+from scaler.api.selfmetrics import Health, SelfMetrics
+from scaler.core import Reason, Signal
+from tests.api.conftest import make_decision
+from tests.builders import make_policy
+
+
+def samples(metrics: SelfMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the exposition, keyed by name and sorted labels."""
+    text = metrics.exposition().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_decision_sets_replica_gauges_signals_targets_and_reasons() -> None:
+    """observe_decision exports replicas, signal values, per-replica targets and reasons."""
+    metrics = SelfMetrics()
+    decision = make_decision(desired=3, current=2, reasons=(Reason.DEMAND, Reason.STEP_LIMITED))
+    metrics.observe_decision(decision, make_policy("mistral-7b"))
+    got = samples(metrics)
+    model = (("model", "mistral-7b"),)
+    assert got[(names.DESIRED_REPLICAS, model)] == 3
+    assert got[(names.CURRENT_REPLICAS, model)] == 2
+    assert got[(names.SIGNAL_VALUE, (("model", "mistral-7b"), ("signal", "queue_depth")))] == 1.5
+    assert (names.SIGNAL_TARGET, (("model", "mistral-7b"), ("signal", "queue_depth"))) in got
+    reason = (("model", "mistral-7b"), ("reason", "StepLimited"))
+    assert got[(names.DECISIONS, reason)] == 1
+
+
+def test_placement_cap_is_absent_when_unknown() -> None:
+    """A decision without a placement cap removes the gauge rather than leaving an old one."""
+    metrics = SelfMetrics()
+    policy = make_policy("mistral-7b")
+    metrics.observe_decision(dataclasses.replace(make_decision(), placement_cap=4), policy)
+    assert samples(metrics)[(names.PLACEMENT_CAP, (("model", "mistral-7b"),))] == 4
+    metrics.observe_decision(make_decision(), policy)
+    assert not any(name == names.PLACEMENT_CAP for name, _ in samples(metrics))
+
+
+def test_queries_count_errors_and_latency_by_signal() -> None:
+    """observe_query counts queries and errors and records latency, by signal."""
+    metrics = SelfMetrics()
+    metrics.observe_query(Signal.QUEUE_DEPTH.value, 0.02, error=False)
+    metrics.observe_query(Signal.QUEUE_DEPTH.value, 5.0, error=True)
+    got = samples(metrics)
+    signal = (("signal", "queue_depth"),)
+    assert got[(names.PROMETHEUS_QUERIES, signal)] == 2
+    assert got[(names.PROMETHEUS_QUERY_ERRORS, signal)] == 1
+    assert got[(names.PROMETHEUS_QUERY_DURATION + "_count", signal)] == 2
+
+
+def test_leader_scale_writes_cold_starts_and_tick() -> None:
+    """Leader gauge, scale writes by result, cold starts and the last tick are exported."""
+    metrics = SelfMetrics()
+    metrics.set_leader(True)
+    metrics.observe_scale_write("mixtral-8x7b", "conflict")
+    metrics.observe_cold_start("mixtral-8x7b", 95.0)
+    metrics.mark_tick(1234.5)
+    metrics.observe_data_age("mixtral-8x7b", 7.0)
+    got = samples(metrics)
+    model = (("model", "mixtral-8x7b"),)
+    assert got[(names.LEADER, ())] == 1
+    assert got[(names.SCALE_WRITES, (("model", "mixtral-8x7b"), ("result", "conflict")))] == 1
+    assert got[(names.COLD_STARTS, model)] == 1
+    assert got[(names.COLD_START_DURATION + "_sum", model)] == 95.0
+    assert got[(names.LAST_TICK, ())] == 1234.5
+    assert got[(names.DATA_AGE, model)] == 7.0
+
+
+def test_two_instances_do_not_share_a_registry() -> None:
+    """Each SelfMetrics owns its registry (no global state between apps or tests)."""
+    first, second = SelfMetrics(), SelfMetrics()
+    first.set_leader(True)
+    assert samples(second)[(names.LEADER, ())] == 0
+
+
+def test_health_becomes_ready_once_marked() -> None:
+    """Health is not ready until mark_ready(), then stays ready."""
+    health = Health()
+    assert not health.ready
+    health.mark_ready()
+    assert health.ready

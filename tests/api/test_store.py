@@ -1,0 +1,115 @@
+"""DecisionStore: freshness, staleness, the desired-replicas fallback, unknown names."""
+
+from __future__ import annotations
+
+import pytest
+
+from scaler.api.metric_names import EXTERNAL_BY_SIGNAL, EXTERNAL_DESIRED_REPLICAS
+from scaler.api.store import DecisionStore, StaleMetricError, UnknownMetricError
+from scaler.core import Reason, Signal
+from tests.api.conftest import MODELS, STALENESS, START, make_decision
+
+QUEUE = EXTERNAL_BY_SIGNAL[Signal.QUEUE_DEPTH]
+
+
+@pytest.fixture
+def store() -> DecisionStore:
+    """A store for the four homelab models."""
+    return DecisionStore(MODELS, staleness_seconds=STALENESS, history=8)
+
+
+def test_value_is_served_up_to_the_staleness_limit(store: DecisionStore) -> None:
+    """A value made on data is served while now - time <= staleness."""
+    store.publish(make_decision(desired=3))
+    assert store.value(EXTERNAL_DESIRED_REPLICAS, "mistral-7b", START + STALENESS).value == 3
+
+
+def test_value_past_the_limit_is_stale(store: DecisionStore) -> None:
+    """Just past the staleness limit the value is refused (the API answers 503)."""
+    store.publish(make_decision())
+    with pytest.raises(StaleMetricError):
+        store.value(QUEUE, "mistral-7b", START + STALENESS + 0.001)
+
+
+def test_nothing_published_is_stale_not_unknown(store: DecisionStore) -> None:
+    """A known model before the first tick is stale (503), not unknown (404)."""
+    with pytest.raises(StaleMetricError):
+        store.value(EXTERNAL_DESIRED_REPLICAS, "mixtral-8x7b", START)
+
+
+def test_a_decision_without_data_keeps_the_last_good_signal_values(store: DecisionStore) -> None:
+    """A no-data decision does not replace the last good signals; they are served until stale."""
+    store.publish(make_decision(signals={Signal.QUEUE_DEPTH: 4.0}))
+    store.publish(
+        make_decision(time=START + 10, signals={}, demand=None, reasons=(Reason.NO_DATA,))
+    )
+    value = store.value(QUEUE, "mistral-7b", START + 20)
+    assert (value.value, value.timestamp) == (4.0, START)
+
+
+def test_fallback_keeps_desired_replicas_served_after_staleness(store: DecisionStore) -> None:
+    """With the policy's fallback in force, desired replicas stay served past the limit."""
+    store.publish(make_decision())
+    late = START + STALENESS * 3
+    store.publish(make_decision(time=late, desired=2, demand=None, reasons=(Reason.FALLBACK,)))
+    assert store.value(EXTERNAL_DESIRED_REPLICAS, "mistral-7b", late).value == 2
+
+
+def test_fallback_does_not_revive_stale_signal_values(store: DecisionStore) -> None:
+    """The fallback covers only desired replicas; signal metrics stay 503 when stale."""
+    store.publish(make_decision())
+    late = START + STALENESS * 3
+    store.publish(make_decision(time=late, demand=None, reasons=(Reason.FALLBACK,)))
+    with pytest.raises(StaleMetricError):
+        store.value(QUEUE, "mistral-7b", late)
+
+
+def test_a_hold_without_fallback_turns_stale(store: DecisionStore) -> None:
+    """Decisions without data and without fallback do not keep desired replicas fresh."""
+    store.publish(make_decision())
+    late = START + STALENESS * 3
+    store.publish(make_decision(time=late, demand=None, reasons=(Reason.NO_DATA,)))
+    with pytest.raises(StaleMetricError):
+        store.value(EXTERNAL_DESIRED_REPLICAS, "mistral-7b", late)
+
+
+def test_metric_names_are_case_insensitive(store: DecisionStore) -> None:
+    """The HPA lowercases names; any case is accepted."""
+    store.publish(make_decision())
+    assert store.value("Scaler-Queue-Depth", "mistral-7b", START).value == 1.5
+
+
+def test_signal_not_read_is_stale(store: DecisionStore) -> None:
+    """A signal the model's decision has no value for is unavailable (503), not 0."""
+    store.publish(make_decision(signals={Signal.QUEUE_DEPTH: 1.0}))
+    with pytest.raises(StaleMetricError):
+        store.value(EXTERNAL_BY_SIGNAL[Signal.REQUEST_RATE], "mistral-7b", START)
+
+
+def test_a_true_zero_is_a_value(store: DecisionStore) -> None:
+    """A measured 0 is returned as 0.0, not treated as missing."""
+    store.publish(make_decision(signals={Signal.QUEUE_DEPTH: 0.0}))
+    assert store.value(QUEUE, "mistral-7b", START).value == 0.0
+
+
+@pytest.mark.parametrize(("metric", "model"), [("scaler-foo", "mistral-7b"), (QUEUE, "llama-70b")])
+def test_unknown_metric_or_model_raises_unknown(
+    store: DecisionStore, metric: str, model: str
+) -> None:
+    """An unserved metric or a model without a policy is unknown (404)."""
+    with pytest.raises(UnknownMetricError, match="could not find the metric"):
+        store.value(metric, model, START)
+
+
+def test_publishing_an_unknown_model_raises(store: DecisionStore) -> None:
+    """Only models with a policy are stored."""
+    with pytest.raises(UnknownMetricError, match="no policy"):
+        store.publish(make_decision("llama-70b"))
+
+
+def test_recent_is_newest_first_and_bounded(store: DecisionStore) -> None:
+    """History keeps the newest `history` decisions, newest first, cut to `limit`."""
+    for i in range(10):
+        store.publish(make_decision(time=START + i))
+    assert [d.time for d in store.recent(3)] == [START + 9, START + 8, START + 7]
+    assert len(store.recent()) == 8
