@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from scaler.activator.command import activator_command
 from scaler.policy import check_policies
 
 app = typer.Typer(
@@ -38,6 +39,9 @@ def validate(
         raise typer.Exit(code=1)
     names = ", ".join(p.model for p in policies)
     typer.echo(f"{len(policies)} valid polic{'y' if len(policies) == 1 else 'ies'}: {names}")
+
+
+app.command("activator")(activator_command)
 
 
 def main() -> None:

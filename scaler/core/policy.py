@@ -224,6 +224,50 @@ class Slo(_Strict):
     percentile: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 95.0
 
 
+class ServiceRoute(_Strict):
+    """Where the activator (``scaler activator``) forwards the model's requests, and how it
+    recognises them. Every field is optional: the activator fills the Service name from
+    ``target.deployment``, the port from the engine's default (vLLM 8000, llama.cpp 8080) and
+    the path prefix from ``/<model>``; a request matches by ``host`` first, then by prefix.
+    """
+
+    name: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    host: str | None = None  # exact Host header (port ignored), e.g. "mixtral.cortex.lan"
+    path_prefix: str | None = None  # "/mixtral": stripped before forwarding
+
+    @field_validator("name")
+    @classmethod
+    def _service_name(cls, value: str | None) -> str | None:
+        if value is not None and (not _DNS_LABEL.match(value) or len(value) > 63):
+            raise ValueError(f"{value!r} is not a valid Service name (RFC 1123 label)")
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        if value is not None and (
+            len(value) > 253 or not all(_DNS_LABEL.match(p) for p in value.split("."))
+        ):
+            raise ValueError(f"{value!r} is not a lowercase DNS host name (no port, no scheme)")
+        return value
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _prefix(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not value.startswith("/")
+            or value == "/"
+            or value.endswith("/")
+            or any(c in value for c in "?#% ")
+        ):
+            raise ValueError(
+                f"{value!r} is not a path prefix: starts with '/', is not '/', no trailing '/'"
+                ", no '?', '#', '%' or spaces"
+            )
+        return value
+
+
 class ModelPolicy(_Strict):
     """Everything scaler needs to know to scale one model."""
 
@@ -245,6 +289,8 @@ class ModelPolicy(_Strict):
     slo: Slo
     # Per-signal PromQL overrides: see scaler.sources for the template variables.
     queries: dict[str, str] = Field(default_factory=dict)
+    # Routing for the cold-start activator; defaults make every shipped policy routable.
+    service: ServiceRoute = ServiceRoute()
 
     @field_validator("engine", mode="before")
     @classmethod

@@ -1,0 +1,273 @@
+"""A model-server emulator for the activator's tests and benchmark, and a harness to run both.
+
+``ModelServerEmulator`` speaks the OpenAI-compatible API of llama.cpp's ``llama-server`` and
+vLLM closely enough for a proxy: ``POST /v1/chat/completions`` and ``/v1/completions`` (JSON,
+or server-sent events with ``"stream": true``), ``GET /v1/models``, and ``/health``:
+
+* ``flavor="llamacpp"``: listens at once; ``/health`` (and the API) answer 503
+  ``{"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}`` while
+  loading, then ``/health`` answers 200 ``{"status": "ok"}``.
+* ``flavor="vllm"``: refuses connections while loading (its port is bound but not listening,
+  as vLLM's API server only starts once the engine is up), then ``/health`` answers 200 with
+  an empty body.
+
+It loads after ``load_seconds`` (``None``: when the test calls ``finish_loading()``). It
+records every request (method, path with query, headers, raw body) in arrival order and the
+exact bytes of every response it sent. With ``stream_gate`` set, a stream sends its first
+chunk and then waits for the gate before the rest, so a test can see the first chunk arrive
+through the proxy while the stream is still open. A request body with ``"emulate_status": N``
+gets status N with an OpenAI-shaped error and the header ``X-Emulator: error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiohttp import web
+from yarl import URL
+
+from scaler.activator.endpoints import EndpointTracker, HealthPoll, HealthProbe
+from scaler.activator.proxy import Activator, ActivatorConfig, serving
+from scaler.activator.queue import WakeHook
+from scaler.activator.routes import build_routes
+from scaler.core.policy import ModelPolicy
+
+TOKENS = ("Hello", ",", " held", " world", "!")
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedRequest:
+    """One request as the model server saw it."""
+
+    index: int  # arrival order, from 0
+    method: str
+    path_qs: str
+    headers: dict[str, str]
+    body: bytes
+    loaded: bool  # whether the model was loaded when it arrived
+
+
+@dataclass
+class ModelServerEmulator:
+    """See the module docstring."""
+
+    flavor: Literal["llamacpp", "vllm"] = "llamacpp"
+    load_seconds: float | None = 0.0
+    tokens: tuple[str, ...] = TOKENS
+    stream_gate: asyncio.Event | None = None
+    received: list[ReceivedRequest] = field(default_factory=list)
+    responses: dict[int, bytes] = field(default_factory=dict)
+    streams_finished: int = 0
+    health_checks: int = 0
+
+    def __post_init__(self) -> None:
+        self.loaded = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._sock: socket.socket | None = None
+        self._loader: asyncio.Task[None] | None = None
+        self._arrivals = 0
+        self.url = URL()
+
+    async def start(self) -> URL:
+        """Bind a loopback port, start loading; returns the base URL."""
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.setblocking(False)
+        port = self._sock.getsockname()[1]
+        self.url = URL.build(scheme="http", host="127.0.0.1", port=port)
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._completion)
+        app.router.add_post("/v1/completions", self._completion)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/health", self._health)
+        self._runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=0.5
+        )
+        await self._runner.setup()
+        if self.flavor == "llamacpp":
+            await self._listen()
+        if self.load_seconds is not None:
+            self._loader = asyncio.create_task(self._load_after(self.load_seconds))
+        return self.url
+
+    async def finish_loading(self) -> None:
+        """The model is loaded: /health turns 200 (vLLM: the port starts listening)."""
+        if self.loaded.is_set():
+            return
+        if self.flavor == "vllm":
+            await self._listen()
+        self.loaded.set()
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        if self._loader is not None:
+            self._loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loader
+        if self.stream_gate is not None:
+            self.stream_gate.set()  # let open streams end so the runner can close
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._sock is not None:
+            self._sock.close()
+
+    async def __aenter__(self) -> ModelServerEmulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    async def _listen(self) -> None:
+        assert self._runner is not None
+        assert self._sock is not None
+        await web.SockSite(self._runner, self._sock, backlog=1024).start()
+
+    async def _load_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)  # the emulated model load
+        await self.finish_loading()
+
+    async def _health(self, _request: web.Request) -> web.Response:
+        self.health_checks += 1
+        if not self.loaded.is_set():
+            return _loading()
+        if self.flavor == "vllm":
+            return web.Response(status=200)
+        return web.json_response({"status": "ok"})
+
+    async def _models(self, _request: web.Request) -> web.Response:
+        return web.json_response(
+            {"object": "list", "data": [{"id": "emulated", "object": "model"}]}
+        )
+
+    async def _completion(self, request: web.Request) -> web.StreamResponse:
+        index = self._arrivals
+        self._arrivals += 1
+        body = await request.read()
+        self.received.append(
+            ReceivedRequest(
+                index,
+                request.method,
+                request.path_qs,
+                dict(request.headers),
+                body,
+                self.loaded.is_set(),
+            )
+        )
+        if not self.loaded.is_set():
+            return _loading()
+        payload: dict[str, Any] = json.loads(body)
+        if "emulate_status" in payload:
+            status = int(payload["emulate_status"])
+            error = {"error": {"code": status, "message": f"emulated {status}", "type": "emulated"}}
+            data = json.dumps(error).encode()
+            self.responses[index] = data
+            return web.Response(
+                status=status,
+                body=data,
+                content_type="application/json",
+                headers={"X-Emulator": "error"},
+            )
+        chat = request.path == "/v1/chat/completions"
+        if payload.get("stream"):
+            return await self._stream(request, index, chat)
+        text = "".join(self.tokens)
+        choice: dict[str, Any] = (
+            {"index": 0, "message": {"role": "assistant", "content": text}}
+            if chat
+            else {"index": 0, "text": text}
+        )
+        data = json.dumps(
+            {
+                "id": f"cmpl-{index}",
+                "object": "chat.completion" if chat else "text_completion",
+                "model": payload.get("model", "emulated"),
+                "choices": [{**choice, "finish_reason": "stop"}],
+                "echo": payload,  # lets a test check each client got its own answer
+            }
+        ).encode()
+        self.responses[index] = data
+        return web.Response(body=data, content_type="application/json")
+
+    async def _stream(self, request: web.Request, index: int, chat: bool) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        sent = bytearray()
+        for number, token in enumerate(self.tokens):
+            if number == 1 and self.stream_gate is not None:
+                await self.stream_gate.wait()
+            delta: dict[str, Any] = {"content": token} if chat else {}
+            choice = {"index": 0, "delta": delta} if chat else {"index": 0, "text": token}
+            event = {"id": f"cmpl-{index}", "object": "chunk", "choices": [choice]}
+            chunk = f"data: {json.dumps(event)}\n\n".encode()
+            sent += chunk
+            await response.write(chunk)
+        sent += b"data: [DONE]\n\n"
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        self.responses[index] = bytes(sent)
+        self.streams_finished += 1
+        return response
+
+
+def _loading() -> web.Response:
+    return web.json_response(
+        {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}},
+        status=503,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_activator(
+    policies: list[ModelPolicy],
+    *,
+    upstreams: dict[str, URL],
+    tracker: EndpointTracker | None = None,
+    config: ActivatorConfig | None = None,
+    wake: WakeHook | None = None,
+    hold_margin_s: float = 0.0,
+) -> AsyncIterator[tuple[Activator, URL]]:
+    """An activator for `policies` on a loopback port, its upstreams overridden; yields it and
+    its base URL. Readiness: a 50 ms ``/health`` poll (the ``--upstream`` mode), or, when a
+    `tracker` is given, whatever the test sets on it."""
+    routes = build_routes(policies, upstreams=upstreams, hold_margin_s=hold_margin_s)
+    activator = Activator(
+        routes=routes,
+        tracker=tracker or EndpointTracker(),
+        config=config or ActivatorConfig(probe_interval_s=0.05),
+        wake=wake,
+    )
+    async with serving(activator.app()) as url:
+        poll = None
+        if tracker is None:
+            poll = HealthPoll(
+                routes=routes,
+                tracker=activator.tracker,
+                probe=HealthProbe(activator.session),
+                interval_s=0.05,
+            )
+            poll.start()
+        try:
+            yield activator, url
+        finally:
+            if poll is not None:
+                await poll.stop()
+
+
+async def until(
+    condition: Callable[[], bool], *, timeout_s: float = 10.0, what: str = "condition"
+) -> None:
+    """Poll `condition()` every 10 ms until true; fail after `timeout_s` (never a fixed sleep)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.01)
