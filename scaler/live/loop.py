@@ -1,0 +1,485 @@
+"""The control loop: observe -> decide_all -> publish -> actuate, once per tick.
+
+One tick (`ControlLoop.tick`), with `now` from the injected clock:
+
+1. observe: the metrics source (all models in one batch of queries, bounded by
+   `read_timeout`), the cluster (target Deployments, nodes, model pods) from the Kubernetes
+   API, or in ``--no-kubernetes`` mode the replica counts from Prometheus with placement
+   unknown;
+2. decide: ``scaler.core.decide_all`` for every model (no scaling rule lives here);
+3. publish every decision to the DecisionStore (the only thing the API reads) and to the
+   self-metrics; one structured log line per *changed* decision (desired or reasons);
+4. actuate, on the leader only: zero crossings of on-demand models (actuator.py) and the
+   state annotation (persistence.py).
+
+Faults never end the loop: a source that raises, times out or returns garbage gives a tick
+without data (decide() holds: no scale-down on missing data); a Kubernetes read that fails
+reuses the last read and skips actuation for that model; a write that fails is retried by
+the next tick's fresh decision. Each fault has one clear log line.
+
+Readiness: `health.mark_ready()` after the first *successful* tick, one in which the source
+answered at least one query. If Prometheus is down at start the adapter stays unready (the
+aggregator then answers 503 for it, and the HPA holds); once ready it stays ready, and
+stale data is answered with 503 by the API after the staleness limit instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from scaler.api.store import DecisionStore
+from scaler.core import (
+    ClusterState,
+    Decision,
+    ModelPolicy,
+    ModelState,
+    Observation,
+    Signal,
+    decide_all,
+)
+from scaler.live.actuator import Actuator
+from scaler.live.cluster_reader import ClusterObservation, ClusterReader
+from scaler.live.kube import KubernetesApi, KubernetesError
+from scaler.live.leader import LeaderElector
+from scaler.live.persistence import (
+    STATE_ANNOTATION,
+    StateCheckpoints,
+    decode_state,
+    encode_state,
+    initial_state,
+)
+
+_log = structlog.get_logger("scaler.live.loop")
+
+
+# ---- what the loop needs from its collaborators (structural, so tests can pass fakes) -------
+
+
+class ModelReadingLike(Protocol):
+    """One model's signals and the newest sample's timestamp (scaler.sources.ModelReading)."""
+
+    @property
+    def signals(self) -> Mapping[Signal, float]:
+        """Signals that have a value (missing ones are absent)."""
+
+    @property
+    def sample_time(self) -> float | None:
+        """Unix time of the newest sample, None when unknown."""
+
+
+class QueryStatLike(Protocol):
+    """One PromQL query of a tick (scaler.sources.QueryStat)."""
+
+    @property
+    def signal(self) -> object:
+        """The signal queried (a Signal or its name)."""
+
+    @property
+    def duration_seconds(self) -> float:
+        """How long the query took."""
+
+    @property
+    def error(self) -> object:
+        """None (or empty) on success, else what went wrong."""
+
+
+class SourceReadingLike(Protocol):
+    """All models' readings of one tick (scaler.sources.SourceReading)."""
+
+    @property
+    def models(self) -> Mapping[str, ModelReadingLike]:
+        """Readings by model name."""
+
+    @property
+    def queries(self) -> Sequence[QueryStatLike]:
+        """The queries sent."""
+
+
+class ReplicaCountLike(Protocol):
+    """Requested and ready replicas of a model (scaler.sources.ReplicaCount)."""
+
+    @property
+    def current(self) -> int:
+        """Requested replicas."""
+
+    @property
+    def ready(self) -> int:
+        """Ready replicas."""
+
+
+class MetricsSource(Protocol):
+    """The metrics source the loop reads (scaler.sources.PrometheusSource)."""
+
+    async def read(self, policies: Sequence[ModelPolicy]) -> SourceReadingLike:
+        """Every model's signals, in one batch of queries."""
+
+    async def replica_counts(
+        self, policies: Sequence[ModelPolicy]
+    ) -> Mapping[str, ReplicaCountLike]:
+        """Replica counts from Prometheus (for --no-kubernetes mode)."""
+
+
+class LoopMetrics(Protocol):
+    """The self-metrics the loop feeds (scaler.api.selfmetrics.SelfMetrics)."""
+
+    def observe_decision(self, decision: Decision, policy: ModelPolicy) -> None:
+        """Export one decision."""
+
+    def observe_query(self, signal: str, duration_seconds: float, error: bool) -> None:
+        """Count one Prometheus query."""
+
+    def set_leader(self, leader: bool) -> None:
+        """Whether this replica actuates."""
+
+    def observe_scale_write(self, model: str, result: str) -> None:
+        """Count one scale write by result."""
+
+    def observe_cold_start(self, model: str, seconds_to_ready: float) -> None:
+        """Count a completed scale-up from zero."""
+
+    def mark_tick(self, now: float) -> None:
+        """The time a tick ended."""
+
+
+class Readiness(Protocol):
+    """The readiness flag behind /readyz (scaler.api.selfmetrics.Health)."""
+
+    def mark_ready(self) -> None:
+        """Called after the first successful tick."""
+
+
+class NoMetrics:
+    """LoopMetrics that records nothing (for tests that do not look at metrics)."""
+
+    def observe_decision(self, decision: Decision, policy: ModelPolicy) -> None:
+        """Ignore."""
+
+    def observe_query(self, signal: str, duration_seconds: float, error: bool) -> None:
+        """Ignore."""
+
+    def set_leader(self, leader: bool) -> None:
+        """Ignore."""
+
+    def observe_scale_write(self, model: str, result: str) -> None:
+        """Ignore."""
+
+    def observe_cold_start(self, model: str, seconds_to_ready: float) -> None:
+        """Ignore."""
+
+    def mark_tick(self, now: float) -> None:
+        """Ignore."""
+
+
+# ---- the Kubernetes side of the loop -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KubernetesSide:
+    """What the loop needs to read from and write to a cluster (absent in --no-kubernetes)."""
+
+    api: KubernetesApi
+    reader: ClusterReader
+    actuator: Actuator
+    elector: LeaderElector | None  # None: a single replica that always actuates
+
+
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    """What one tick did (for tests and the serve command's logs)."""
+
+    now: float
+    decisions: Mapping[str, Decision]
+    source_ok: bool  # the source answered at least one query
+    leader: bool
+    scale_writes: Mapping[str, str]  # model -> result, for the models actuated
+
+
+@dataclass(frozen=True, slots=True)
+class _EmptyReading:
+    models: Mapping[str, ModelReadingLike]
+    queries: Sequence[QueryStatLike]
+
+
+class ControlLoop:
+    """Drives decide_all once per tick; tests call `tick()` directly, serve calls `run()`."""
+
+    def __init__(
+        self,
+        *,
+        policies: Iterable[ModelPolicy],
+        source: MetricsSource,
+        store: DecisionStore,
+        clock: Callable[[], float],
+        metrics: LoopMetrics | None = None,
+        health: Readiness | None = None,
+        kubernetes: KubernetesSide | None = None,
+        read_timeout: float = 5.0,
+        checkpoints: StateCheckpoints | None = None,
+    ) -> None:
+        self.policies = tuple(sorted(policies, key=lambda p: p.model))
+        self._by_model = {p.model: p for p in self.policies}
+        self._source = source
+        self._store = store
+        self._clock = clock
+        self._metrics: LoopMetrics = metrics or NoMetrics()
+        self._health = health
+        self._kube = kubernetes
+        self._read_timeout = read_timeout
+        self._checkpoints = checkpoints or StateCheckpoints()
+        self.states: dict[str, ModelState] = {}
+        self._loaded: set[str] = set()
+        self._was_leader = False
+        self._last: dict[str, Decision] = {}
+        self._replicas: dict[str, ReplicaCountLike] = {}
+        self._cold_start_began: dict[str, float] = {}
+        self._ready = False
+
+    @property
+    def leader(self) -> bool:
+        """Whether this replica actuates now."""
+        if self._kube is None:
+            return False
+        return self._kube.elector is None or self._kube.elector.is_leader
+
+    async def run(self, *, interval: float, stop: asyncio.Event) -> None:
+        """Tick every `interval` seconds until `stop` is set; a tick's crash is logged."""
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                await self.tick()
+            except Exception:  # a bug in one tick must not end the adapter
+                _log.exception("tick_failed")
+            delay = max(0.0, interval - (time.monotonic() - started))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+
+    async def tick(self) -> TickResult:
+        """One observe -> decide -> publish -> actuate pass."""
+        now = self._clock()
+        leader = self.leader
+        if leader != self._was_leader:
+            self._metrics.set_leader(leader)
+        reading, source_ok = await self._read_source(now)
+        cluster_obs: ClusterObservation | None = None
+        if self._kube is not None:
+            cluster_obs = await self._kube.reader.observe(self.policies)
+            replicas = {
+                m: (d.replicas, d.ready_replicas) for m, d in cluster_obs.deployments.items()
+            }
+            cluster = cluster_obs.cluster
+            self._load_states(cluster_obs, now, reload=leader and not self._was_leader)
+        else:
+            replicas = await self._replica_counts()
+            cluster = ClusterState()  # placement unknown
+        self._was_leader = leader
+
+        observations: dict[str, Observation] = {}
+        for policy in self.policies:
+            if policy.model not in replicas:
+                continue
+            current, ready = replicas[policy.model]
+            model_reading = reading.models.get(policy.model)
+            observations[policy.model] = Observation(
+                model=policy.model,
+                signals=dict(model_reading.signals) if model_reading else {},
+                sample_time=model_reading.sample_time if model_reading else None,
+                current_replicas=current,
+                ready_replicas=ready,
+            )
+        deciding = [p for p in self.policies if p.model in observations]
+        for policy in self.policies:
+            observation = observations.get(policy.model)
+            if observation is None:
+                _log.warning("replicas_unknown", model=policy.model, action="not decided this tick")
+            elif policy.model not in self.states:
+                self.states[policy.model] = initial_state(observation.current_replicas, now)
+        decisions, next_states = decide_all(
+            observations, deciding, {m: self.states[m] for m in observations}, cluster, now
+        )
+        for model, decision in decisions.items():
+            policy = self._by_model[model]
+            self._store.publish(decision)
+            self._metrics.observe_decision(decision, policy)
+            self._log_if_changed(decision)
+            self._track_cold_start(decision, now)
+
+        writes: dict[str, str] = {}
+        if leader and self._kube is not None and cluster_obs is not None:
+            writes = await self._actuate(decisions, next_states, cluster_obs, now)
+        self.states.update(next_states)
+        self._metrics.mark_tick(self._clock())
+        if source_ok and not self._ready and self._health is not None:
+            self._health.mark_ready()
+            _log.info("ready", models=len(self.policies))
+        self._ready = self._ready or source_ok
+        return TickResult(now, decisions, source_ok, leader, writes)
+
+    # ---- observe --------------------------------------------------------------------------
+
+    async def _read_source(self, now: float) -> tuple[SourceReadingLike, bool]:
+        try:
+            reading = await asyncio.wait_for(
+                self._source.read(self.policies), timeout=self._read_timeout
+            )
+        except TimeoutError:
+            _log.warning(
+                "prometheus_timeout",
+                timeout_seconds=self._read_timeout,
+                action="no data this tick: holding replicas",
+            )
+            return _EmptyReading({}, ()), False
+        except Exception as exc:  # any source failure is "no data", never a crash
+            _log.warning(
+                "prometheus_unavailable",
+                error=f"{type(exc).__name__}: {exc}",
+                action="no data this tick: holding replicas",
+            )
+            return _EmptyReading({}, ()), False
+        failed = 0
+        for query in reading.queries:
+            error = bool(query.error)
+            failed += error
+            self._metrics.observe_query(str(query.signal), query.duration_seconds, error)
+        ok = not reading.queries or failed < len(reading.queries)
+        if failed:
+            errors = sorted({str(q.error) for q in reading.queries if q.error})
+            _log.warning(
+                "prometheus_query_failed" if ok else "prometheus_unavailable",
+                failed=failed,
+                queries=len(reading.queries),
+                errors=errors[:3],
+                action="missing signals hold replicas",
+            )
+        garbage = sorted(
+            f"{m}:{s}"
+            for m, r in reading.models.items()
+            for s, v in r.signals.items()
+            if not (math.isfinite(v) and v >= 0.0)
+        )
+        if garbage:
+            _log.warning(
+                "prometheus_garbage_values",
+                series=garbage[:5],
+                action="non-finite or negative values ignored",
+            )
+        return reading, ok
+
+    async def _replica_counts(self) -> dict[str, tuple[int, int]]:
+        try:
+            counts = await asyncio.wait_for(
+                self._source.replica_counts(self.policies), timeout=self._read_timeout
+            )
+            self._replicas.update(counts)
+        except Exception as exc:
+            _log.warning(
+                "replica_counts_unavailable",
+                error=f"{type(exc).__name__}: {exc}",
+                action="using the last counts",
+            )
+        return {m: (c.current, c.ready) for m, c in self._replicas.items()}
+
+    def _load_states(self, observed: ClusterObservation, now: float, *, reload: bool) -> None:
+        """Read saved states at start (first sight of each Deployment) and on leadership."""
+        for model in observed.fresh:
+            if model in self._loaded and not reload:
+                continue
+            deployment = observed.deployments[model]
+            state = decode_state(
+                deployment.annotations,
+                model=model,
+                current_replicas=deployment.replicas,
+                now=now,
+            )
+            self.states[model] = state
+            self._loaded.add(model)
+            if STATE_ANNOTATION in deployment.annotations:
+                self._checkpoints.loaded(model, state, now)
+            _log.info(
+                "state_loaded",
+                model=model,
+                reason="became leader" if reload else "start",
+                saved=STATE_ANNOTATION in deployment.annotations,
+            )
+
+    # ---- publish --------------------------------------------------------------------------
+
+    def _log_if_changed(self, decision: Decision) -> None:
+        previous = self._last.get(decision.model)
+        self._last[decision.model] = decision
+        if (
+            previous is not None
+            and previous.desired_replicas == decision.desired_replicas
+            and previous.reasons == decision.reasons
+        ):
+            return
+        _log.info(
+            "decision",
+            model=decision.model,
+            desired=decision.desired_replicas,
+            current=decision.current_replicas,
+            ready=decision.ready_replicas,
+            starting=decision.starting_replicas,
+            reasons=[r.value for r in decision.reasons],
+            signals={s.value: v for s, v in decision.signals.items()},
+            demand=decision.demand,
+            placement_cap=decision.placement_cap,
+        )
+
+    def _track_cold_start(self, decision: Decision, now: float) -> None:
+        began = self._cold_start_began.get(decision.model)
+        if began is not None and decision.ready_replicas > 0:
+            self._metrics.observe_cold_start(decision.model, max(0.0, now - began))
+            del self._cold_start_began[decision.model]
+
+    # ---- actuate (leader) -----------------------------------------------------------------
+
+    async def _actuate(
+        self,
+        decisions: Mapping[str, Decision],
+        next_states: Mapping[str, ModelState],
+        observed: ClusterObservation,
+        now: float,
+    ) -> dict[str, str]:
+        assert self._kube is not None
+        writes: dict[str, str] = {}
+        for model, decision in decisions.items():
+            if model not in observed.fresh:
+                continue
+            policy = self._by_model[model]
+            deployment = observed.deployments[model]
+            outcome = await self._kube.actuator.actuate(decision, policy, deployment)
+            if outcome is not None:
+                writes[model] = outcome.result
+                if outcome.result == "ok" and deployment.replicas == 0:
+                    self._cold_start_began[model] = now
+            await self._persist(policy, next_states[model], now)
+        return writes
+
+    async def _persist(self, policy: ModelPolicy, state: ModelState, now: float) -> None:
+        assert self._kube is not None
+        if not self._checkpoints.due(policy.model, state, now):
+            return
+        try:
+            await self._kube.api.patch_annotations(
+                policy.target.namespace,
+                policy.target.deployment,
+                {STATE_ANNOTATION: encode_state(state)},
+            )
+        except KubernetesError as exc:
+            _log.warning(
+                "state_write_failed",
+                model=policy.model,
+                error=str(exc),
+                status=exc.status,
+                action="retrying on the next tick",
+            )
+            return
+        self._checkpoints.written(policy.model, state, now)
