@@ -1,0 +1,208 @@
+"""The simulation report: per-model and total figures of one run, as JSON and as a table.
+
+The JSON shape is a contract (ARCHITECTURE.md, "Simulation report"); `SimulationReport.to_json`
+emits exactly those keys. Definitions:
+
+- ``requests`` arrived; ``served`` completed; ``dropped`` refused at zero replicas (hpa,
+  keda), cut off when the last replica went, or still unfinished at the end of the run;
+- ``slo_attainment``: the fraction of *all* requests (dropped ones count as misses) served
+  with a queue wait at most the policy's ``slo.queueWaitSeconds``; 1.0 without requests.
+  The table also shows the policy's percentile (``slo.percentile``) of the wait against the
+  threshold, dropped requests counting as infinitely long waits;
+- ``queue_wait_s``: arrival to the start of service (includes waiting for a cold start), over
+  served requests; ``ttft_s``: queue wait + prefill + one decode step. Percentiles are
+  ``null`` when nothing was served;
+- ``replica_seconds``: time pods held memory on a node (loading, ready or draining);
+  ``gib_hours``: the same weighted by the pod's memory request, the cost measure;
+- ``cold_starts``: pods that loaded the model; ``scale_events``: changes of
+  ``spec.replicas``; ``max_replicas``: the highest ``spec.replicas``; ``unplaceable_s``:
+  pod-seconds spent Pending because no node had room.
+
+In ``total``, counts and costs are sums, percentiles are over all requests pooled,
+``slo_attainment`` counts each request against its own model's threshold, and
+``max_replicas`` is the peak of the models' summed ``spec.replicas``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from scaler.core import JsonValue
+from scaler.simulation.engine import SERVED, SimulationResult
+from scaler.simulation.traces import FloatArray
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    """One model's (or the total's) figures; field names are the JSON keys."""
+
+    requests: int
+    served: int
+    dropped: int
+    slo_attainment: float
+    queue_wait_s: Mapping[str, float | None]  # p50, p95, p99, max
+    ttft_s: Mapping[str, float | None]  # p50, p95, p99
+    replica_seconds: float
+    gib_hours: float
+    cold_starts: int
+    scale_events: int
+    max_replicas: int
+    unplaceable_s: float
+    slo_wait_s: float | None  # the policy's percentile of the wait (not in the JSON)
+    slo_threshold_s: float | None  # the policy's queueWaitSeconds (not in the JSON)
+    slo_percentile: float | None  # the policy's percentile (not in the JSON)
+
+    def to_json(self) -> dict[str, JsonValue]:
+        """The contract keys, in contract order."""
+        return {
+            "requests": self.requests,
+            "served": self.served,
+            "dropped": self.dropped,
+            "slo_attainment": self.slo_attainment,
+            "queue_wait_s": dict(self.queue_wait_s),
+            "ttft_s": dict(self.ttft_s),
+            "replica_seconds": self.replica_seconds,
+            "gib_hours": self.gib_hours,
+            "cold_starts": self.cold_starts,
+            "scale_events": self.scale_events,
+            "max_replicas": self.max_replicas,
+            "unplaceable_s": self.unplaceable_s,
+        }
+
+
+@dataclass(frozen=True)
+class SimulationReport:
+    """A run's report: the contract of ``scaler simulate --json``."""
+
+    scenario: str
+    policy: str
+    duration_s: float
+    wall_s: float
+    models: Mapping[str, ModelReport]
+    total: ModelReport
+
+    def to_json(self) -> dict[str, JsonValue]:
+        """Exactly the keys of ARCHITECTURE.md "Simulation report"."""
+        return {
+            "scenario": self.scenario,
+            "policy": self.policy,
+            "duration_s": self.duration_s,
+            "wall_s": self.wall_s,
+            "models": {name: m.to_json() for name, m in self.models.items()},
+            "total": self.total.to_json(),
+        }
+
+
+def _percentiles(values: FloatArray, keys: Sequence[str]) -> dict[str, float | None]:
+    if len(values) == 0:
+        return dict.fromkeys(keys)
+    out: dict[str, float | None] = {}
+    for key in keys:
+        q = 100.0 if key == "max" else float(key[1:])
+        out[key] = round(float(np.percentile(values, q)), 6)
+    return out
+
+
+def _policy_percentile(waits: FloatArray, served: np.ndarray, percentile: float) -> float | None:
+    if len(waits) == 0:
+        return None
+    value = float(np.percentile(np.where(served, waits, math.inf), percentile))
+    return value if math.isfinite(value) else math.inf
+
+
+def build_report(result: SimulationResult) -> SimulationReport:
+    """The report of one run."""
+    horizon = result.duration
+    wait = result.start - result.arrival
+    served_mask = result.status == SERVED
+    thresholds = np.array([p.slo.queue_wait_seconds for p in result.policies])
+    met = served_mask & (wait <= thresholds[result.model] + 1e-9) if len(wait) else served_mask
+    replica_s = [0.0] * len(result.models)
+    cold = [0] * len(result.models)
+    pending_s = [0.0] * len(result.models)
+    for pod in result.pods:
+        end = horizon if math.isnan(pod.ended) else min(pod.ended, horizon)
+        if not math.isnan(pod.placed):
+            replica_s[pod.model] += max(0.0, end - pod.placed)
+            cold[pod.model] += 1
+        waited_until = end if math.isnan(pod.placed) else pod.placed
+        pending_s[pod.model] += max(0.0, waited_until - pod.created)
+    events = [0] * len(result.models)
+    highest = [p.replicas.min for p in result.policies]
+    for _, m, replicas in result.spec_changes:
+        events[m] += 1
+        highest[m] = max(highest[m], replicas)
+
+    models: dict[str, ModelReport] = {}
+    for m, name in enumerate(result.models):
+        mine = result.model == m
+        policy = result.policies[m]
+        served = served_mask[mine]
+        waits = wait[mine]
+        models[name] = ModelReport(
+            requests=int(np.count_nonzero(mine)),
+            served=int(np.count_nonzero(served)),
+            dropped=int(np.count_nonzero(~served)),
+            slo_attainment=_fraction(met[mine]),
+            queue_wait_s=_percentiles(waits[served], ("p50", "p95", "p99", "max")),
+            ttft_s=_percentiles(result.ttft[mine][served], ("p50", "p95", "p99")),
+            replica_seconds=round(replica_s[m], 3),
+            gib_hours=round(replica_s[m] * result.memory_gib[m] / 3600.0, 4),
+            cold_starts=cold[m],
+            scale_events=events[m],
+            max_replicas=highest[m],
+            unplaceable_s=round(pending_s[m], 3),
+            slo_wait_s=_policy_percentile(waits, served, policy.slo.percentile),
+            slo_threshold_s=policy.slo.queue_wait_seconds,
+            slo_percentile=policy.slo.percentile,
+        )
+    total = ModelReport(
+        requests=len(wait),
+        served=int(np.count_nonzero(served_mask)),
+        dropped=int(np.count_nonzero(~served_mask)),
+        slo_attainment=_fraction(met),
+        queue_wait_s=_percentiles(wait[served_mask], ("p50", "p95", "p99", "max")),
+        ttft_s=_percentiles(result.ttft[served_mask], ("p50", "p95", "p99")),
+        replica_seconds=round(sum(replica_s), 3),
+        gib_hours=round(sum(m.gib_hours for m in models.values()), 4),
+        cold_starts=sum(cold),
+        scale_events=sum(events),
+        max_replicas=_peak_total(result),
+        unplaceable_s=round(sum(pending_s), 3),
+        slo_wait_s=None,
+        slo_threshold_s=None,
+        slo_percentile=None,
+    )
+    return SimulationReport(
+        scenario=result.scenario,
+        policy=result.policy,
+        duration_s=round(horizon, 3),
+        wall_s=round(result.wall_seconds, 3),
+        models=models,
+        total=total,
+    )
+
+
+def _fraction(mask: np.ndarray) -> float:
+    return round(float(np.mean(mask)), 6) if len(mask) else 1.0
+
+
+def _peak_total(result: SimulationResult) -> int:
+    """The highest sum of spec.replicas over the models at any instant."""
+    spec = [p.replicas.min for p in result.policies]
+    peak = sum(spec)
+    for _, m, replicas in result.spec_changes:
+        spec[m] = replicas
+        peak = max(peak, sum(spec))
+    return peak
+
+
+def reports_json(reports: Sequence[SimulationReport]) -> JsonValue:
+    """``--json`` content: the report object for one policy, a list of them for several."""
+    if len(reports) == 1:
+        return reports[0].to_json()
+    return [r.to_json() for r in reports]
