@@ -5,7 +5,7 @@ Imports nothing from the rest of scaler and nothing that does I/O or reads a clo
 """
 
 from scaler.core.decide import decide, decide_all
-from scaler.core.placement import PlacementPlan, capacity, plan
+from scaler.core.placement import Occupancy, capacity, spread
 from scaler.core.policy import Engine, FallbackMode, ModelClass, ModelPolicy
 from scaler.core.signals import Signal
 from scaler.core.types import (
@@ -30,12 +30,12 @@ __all__ = [
     "ModelState",
     "Node",
     "Observation",
-    "PlacementPlan",
+    "Occupancy",
     "Pod",
     "Reason",
     "Signal",
     "capacity",
     "decide",
     "decide_all",
-    "plan",
+    "spread",
 ]

@@ -12,12 +12,13 @@ The steps, in order, each appending a Reason when it shapes the number:
 2. demand per signal, ``ceil(value / per-replica target)``, with the HPA's tolerance band
    around the current count; the maximum across signals;
 3. cold-start awareness: while replicas are starting, signals that grow with the backlog
-   (queue, in-flight) cannot add replicas beyond those already requested; demand is
-   projected ``coldStart.seconds`` ahead from its recent trend, so replicas start in time;
+   (queue, in-flight) cannot add replicas beyond those already requested; a sustained rise
+   in arrivals (request rate, tokens/s) is projected ``coldStart.seconds`` ahead, so
+   replicas start in time;
 4. zero handling for on-demand models: activation at zero wakes the model at once; it goes
    to zero only after an unbroken idle period with no replica starting;
 5. stabilization (HPA-style windows: the lowest recommendation of the up window, the highest
-   of the down window) and step limits;
+   of the down window) and step limits (at most ``maxStep`` replicas per ``periodSeconds``);
 6. placement cap: never more replicas than fit on the nodes (ready ones are never cut);
 7. bounds ``[replicas.min, replicas.max]``.
 """
@@ -25,13 +26,13 @@ The steps, in order, each appending a Reason when it shapes the number:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
-from scaler.core.placement import capacity, plan
+from scaler.core.placement import Occupancy
 from scaler.core.policy import FallbackMode, ModelPolicy
 from scaler.core.signals import Signal
-from scaler.core.types import ClusterState, Decision, ModelState, Observation, Pod, Reason
+from scaler.core.types import ClusterState, Decision, ModelState, Observation, Reason
 
 # Float noise guard: 4.0000000001 / 2 must still be 2 replicas, not 3.
 _EPS = 1e-9
@@ -45,6 +46,18 @@ def decide(
     now: float,
 ) -> tuple[Decision, ModelState]:
     """The desired replicas for one model now, and the state to pass to the next call (pure)."""
+    occupancy = Occupancy(cluster) if cluster.nodes else None
+    return _decide(observation, policy, state, occupancy, now)
+
+
+def _decide(
+    observation: Observation,
+    policy: ModelPolicy,
+    state: ModelState,
+    occupancy: Occupancy | None,
+    now: float,
+) -> tuple[Decision, ModelState]:
+    """decide() on a placement index that decide_all() shares across one tick's models."""
     current = observation.current_replicas
     starting = observation.starting_replicas
     starting_since = (
@@ -58,7 +71,7 @@ def decide(
         and now - observation.sample_time > policy.data.stale_after_seconds
     )
     if not targeted or stale:
-        return _hold(observation, policy, state, cluster, now, stale, signals, starting_since)
+        return _hold(observation, policy, state, occupancy, now, stale, signals, starting_since)
 
     reasons: list[Reason] = [Reason.DEMAND]
     partial = len(targeted) < len(targets)
@@ -73,43 +86,46 @@ def decide(
     if overdue:
         reasons.append(Reason.COLD_START_OVERDUE)
     demands: dict[Signal, int] = {}
-    level = 0.0  # the demand in fractional replicas, for the trend
+    arrivals = 0.0  # demand in fractional replicas from arrival-driven signals, for the trend
     held = tolerated = False
     for signal, target in targets:
         if signal not in signals:
             continue
         ratio = signals[signal] / target
         raw = math.ceil(ratio - _EPS)
-        if current > 0 and raw != current and abs(ratio / current - 1.0) <= policy.tolerance:
+        if raw != current and _within(ratio, current, policy.tolerance):
             raw, tolerated = current, True
         if hold_backlog and signal.grows_with_backlog and raw > current:
             # 3a. This backlog is what the starting replicas are coming to serve.
             raw, held = current, True
-            ratio = min(ratio, float(current))
         demands[signal] = raw
-        level = max(level, ratio)
+        if not signal.grows_with_backlog:
+            arrivals = max(arrivals, ratio)
     demand = max(demands.values())
     if held:
         reasons.append(Reason.COLD_START_HOLD)
     if tolerated and demand == current:
         reasons.append(Reason.WITHIN_TOLERANCE)
 
-    # 3b. Project the demand cold-start seconds ahead from its recent trend (up only).
+    # 3b. Project demand cold-start seconds ahead from a sustained rise in arrivals. Only
+    # arrival-driven signals are extrapolated: a growing queue is as much a symptom of
+    # missing capacity as of rising demand. Not at zero: a wake-up is a step, not a trend.
     history = (
-        *tuple(
+        *(
             (t, d)
             for t, d in state.demand_history
             if now - t <= policy.cold_start.trend_window_seconds and t < now
         ),
-        (now, level),
+        (now, arrivals),
     )
-    projected_level = level + max(0.0, _slope(history)) * policy.cold_start.seconds
-    projected = math.ceil(projected_level - _EPS)
-    if projected > demand and not (
-        current > 0 and abs(projected_level / current - 1.0) <= policy.tolerance
-    ):
-        demand = projected
-        reasons.append(Reason.TREND_PROJECTED)
+    if current > 0:
+        projected_level = arrivals + _sustained_slope(history) * policy.cold_start.seconds
+        projected = math.ceil(projected_level - _EPS)
+        if _within(projected_level, current, policy.tolerance):
+            projected = current
+        if projected > demand:
+            demand = projected
+            reasons.append(Reason.TREND_PROJECTED)
 
     # 4. Zero handling.
     active, idle_known = _activity(signals, policy)
@@ -120,11 +136,14 @@ def decide(
         else (state.idle_since if state.idle_since is not None else now)
     )
     recommendations = state.recommendations
+    changes = tuple(
+        (t, delta) for t, delta in state.scale_changes if now - t < _longest_period(policy)
+    )
     if policy.on_demand and current == 0:
         desired = max(1, demand) if active else 0
         reasons.append(Reason.SCALE_FROM_ZERO if active else Reason.IDLE_AT_ZERO)
         if active:
-            desired = _limit_step(desired, current, policy, reasons)
+            desired = _limit_step(desired, current, policy, changes, now, reasons)
     elif (
         policy.on_demand
         and idle_since is not None
@@ -141,16 +160,18 @@ def decide(
         desired, recommendations = _stabilize(demand, current, policy, state, now, reasons)
         if partial and desired < current:
             desired = current  # a missing signal may hide load: never scale down on it
-        desired = _limit_step(desired, current, policy, reasons)
+        desired = _limit_step(desired, current, policy, changes, now, reasons)
 
     # 6. Placement cap; 7. bounds.
-    cap = capacity(policy, cluster)
+    cap = occupancy.capacity(policy) if occupancy is not None else None
     if cap is not None and desired > cap:
         floor = min(desired, observation.ready_replicas)
         if max(cap, floor) < desired:
             desired = max(cap, floor)
             reasons.append(Reason.PLACEMENT_CAP)
     desired = _bound(desired, policy, reasons)
+    if desired != current:
+        changes = (*changes, (now, desired - current))
 
     decision = Decision(
         model=policy.model,
@@ -165,8 +186,7 @@ def decide(
         placement_cap=cap,
         reasons=tuple(reasons),
     )
-    next_state = replace(
-        state,
+    next_state = ModelState(
         recommendations=recommendations,
         demand_history=history,
         last_active=last_active,
@@ -174,6 +194,7 @@ def decide(
         consecutive_failures=0,
         starting_since=starting_since,
         last_desired=desired,
+        scale_changes=changes,
     )
     return decision, next_state
 
@@ -194,40 +215,25 @@ def decide_all(
     """
     decisions: dict[str, Decision] = {}
     next_states: dict[str, ModelState] = {}
+    occupancy = Occupancy(cluster) if cluster.nodes else None
     for policy in sorted(policies, key=lambda p: (p.on_demand, p.model)):
         observation = observations.get(policy.model) or Observation(
             model=policy.model, signals={}, sample_time=None, current_replicas=0, ready_replicas=0
         )
-        decision, next_states[policy.model] = decide(
-            observation, policy, states.get(policy.model, ModelState()), cluster, now
+        decision, next_states[policy.model] = _decide(
+            observation, policy, states.get(policy.model, ModelState()), occupancy, now
         )
         decisions[policy.model] = decision
-        cluster = _reserve(cluster, policy, decision.desired_replicas)
+        if occupancy is not None:
+            occupancy.reserve(policy, decision.desired_replicas)
     return decisions, next_states
-
-
-def _reserve(cluster: ClusterState, policy: ModelPolicy, desired: int) -> ClusterState:
-    """The cluster with `policy`'s model grown to `desired` placed replicas (virtual pods)."""
-    if not cluster.nodes:
-        return cluster
-    placement = plan(policy, cluster)
-    placed = sum(placement.placed.values())
-    if desired <= placed:
-        return cluster
-    spread = placement.spread(desired)
-    extra = tuple(
-        Pod(model=policy.model, node=node, memory_gib=policy.placement.memory_gib)
-        for node, count in spread.items()
-        for _ in range(count - placement.placed.get(node, 0))
-    )
-    return ClusterState(nodes=cluster.nodes, pods=cluster.pods + extra)
 
 
 def _hold(
     observation: Observation,
     policy: ModelPolicy,
     state: ModelState,
-    cluster: ClusterState,
+    occupancy: Occupancy | None,
     now: float,
     stale: bool,
     signals: Mapping[Signal, float],
@@ -238,7 +244,7 @@ def _hold(
     failures = state.consecutive_failures + 1
     reasons = [Reason.STALE_DATA if stale else Reason.NO_DATA]
     desired = current
-    cap = capacity(policy, cluster)
+    cap = occupancy.capacity(policy) if occupancy is not None else None
     fallback = policy.fallback
     if (
         failures >= fallback.after_failures
@@ -288,7 +294,20 @@ def _idle_seconds(policy: ModelPolicy) -> float:
     return policy.scale_to_zero.idle_seconds if policy.scale_to_zero else math.inf
 
 
-def _slope(points: tuple[tuple[float, float], ...]) -> float:
+def _within(level: float, current: int, tolerance: float) -> bool:
+    """Whether `level` replicas' worth is within the tolerance band around `current`."""
+    return current > 0 and abs(level / current - 1.0) <= tolerance + _EPS
+
+
+def _since(points: tuple[tuple[float, int], ...], cutoff: float) -> tuple[tuple[float, int], ...]:
+    """The time-ordered `points` strictly after `cutoff` (a slice: no copy when none expire)."""
+    for index, (t, _) in enumerate(points):
+        if t > cutoff:
+            return points[index:] if index else points
+    return ()
+
+
+def _slope(points: Sequence[tuple[float, float]]) -> float:
     """Least-squares slope of (t, value) points, per second; 0 with fewer than 2 points."""
     if len(points) < 2:
         return 0.0
@@ -299,6 +318,22 @@ def _slope(points: tuple[tuple[float, float], ...]) -> float:
     if var_t <= 0.0:
         return 0.0
     return sum((t - mean_t) * (v - mean_v) for t, v in points) / var_t
+
+
+def _sustained_slope(points: Sequence[tuple[float, float]]) -> float:
+    """The rise per second that both halves of the window agree on; 0 unless both rise.
+
+    A step (flat, jump, flat) has a positive slope over the whole window but none within
+    either half, so it is not extrapolated; a ramp rises in both halves.
+    """
+    if len(points) < 4:
+        return 0.0
+    half = len(points) // 2
+    return max(0.0, min(_slope(points[:half]), _slope(points[half:])))
+
+
+def _longest_period(policy: ModelPolicy) -> float:
+    return max(policy.scale_up.period_seconds, policy.scale_down.period_seconds)
 
 
 def _stabilize(
@@ -316,26 +351,44 @@ def _stabilize(
     """
     up_window = policy.scale_up.stabilization_seconds
     down_window = policy.scale_down.stabilization_seconds
-    keep = max(up_window, down_window)
-    history = tuple((t, r) for t, r in state.recommendations if now - t < keep)
-    up_limit = min([demand] + [r for t, r in history if now - t < up_window])
-    down_limit = max([demand] + [r for t, r in history if now - t < down_window])
+    history = _since(state.recommendations, now - max(up_window, down_window))
+    up_limit = min([demand, *(r for _, r in _since(history, now - up_window))])
+    down_limit = max([demand, *(r for _, r in _since(history, now - down_window))])
     desired = min(max(current, up_limit), down_limit)
     if desired < demand:
         reasons.append(Reason.STABILIZED_UP)
     elif desired > demand:
         reasons.append(Reason.STABILIZED_DOWN)
+    # Run-length storage: an entry followed by the same value is dominated by the later one
+    # (same value, expires later), so steady load keeps the history one entry long.
+    if history and history[-1][1] == demand:
+        history = history[:-1]
     return desired, (*history, (now, demand))
 
 
-def _limit_step(desired: int, current: int, policy: ModelPolicy, reasons: list[Reason]) -> int:
-    """Step 5b: at most maxStep replicas added or removed in one decision."""
-    if desired > current + policy.scale_up.max_step:
-        reasons.append(Reason.STEP_LIMITED)
-        return current + policy.scale_up.max_step
-    if desired < current - policy.scale_down.max_step:
-        reasons.append(Reason.STEP_LIMITED)
-        return current - policy.scale_down.max_step
+def _limit_step(
+    desired: int,
+    current: int,
+    policy: ModelPolicy,
+    changes: Sequence[tuple[float, int]],
+    now: float,
+    reasons: list[Reason],
+) -> int:
+    """Step 5b: at most maxStep replicas added (removed) within any periodSeconds."""
+    if desired > current:
+        rule = policy.scale_up
+        done = sum(d for t, d in changes if d > 0 and now - t < rule.period_seconds)
+        limit = current + max(0, rule.max_step - done)
+        if desired > limit:
+            reasons.append(Reason.STEP_LIMITED)
+            return limit
+    elif desired < current:
+        rule = policy.scale_down
+        done = -sum(d for t, d in changes if d < 0 and now - t < rule.period_seconds)
+        limit = current - max(0, rule.max_step - done)
+        if desired < limit:
+            reasons.append(Reason.STEP_LIMITED)
+            return limit
     return desired
 
 

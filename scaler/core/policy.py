@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated
 
 from pydantic import (
@@ -138,7 +139,11 @@ class Targets(_Strict):
     request_rate: PositiveFloat | None = None
 
     def items(self) -> tuple[tuple[Signal, float], ...]:
-        """The set targets, in the fixed order of ``Signal``."""
+        """The set targets, in the fixed order of ``Signal`` (computed once: hot path)."""
+        return self._items
+
+    @cached_property
+    def _items(self) -> tuple[tuple[Signal, float], ...]:
         values = (
             (Signal.QUEUE_DEPTH, self.queue_depth),
             (Signal.TOKENS_PER_SECOND, self.tokens_per_second),
@@ -158,7 +163,8 @@ class ScaleDirection(_Strict):
     """Stabilization window and step limit for one direction."""
 
     stabilization_seconds: NonNegativeFloat
-    max_step: int = Field(ge=1, description="most replicas added (or removed) in one decision")
+    max_step: int = Field(ge=1, description="most replicas added (or removed) per period")
+    period_seconds: PositiveFloat = 15.0
 
 
 class ColdStart(_Strict):

@@ -134,6 +134,8 @@ class ModelState:
     # When replicas were first seen starting in the current cold start.
     starting_since: float | None = None
     last_desired: int | None = None
+    # (time, change in desired replicas) inside the longest step-limit period.
+    scale_changes: tuple[tuple[float, int], ...] = ()
 
     def to_json(self) -> dict[str, JsonValue]:
         """A JSON-ready dict (for the Deployment annotation and the simulator's state dumps)."""
@@ -145,6 +147,7 @@ class ModelState:
             "consecutiveFailures": self.consecutive_failures,
             "startingSince": self.starting_since,
             "lastDesired": self.last_desired,
+            "scaleChanges": [[t, d] for t, d in self.scale_changes],
         }
 
     @classmethod
@@ -163,6 +166,9 @@ class ModelState:
                 idle_since=_opt_float(data.get("idleSince")),
                 consecutive_failures=int(_number(data.get("consecutiveFailures", 0))),
                 starting_since=_opt_float(data.get("startingSince")),
+                scale_changes=tuple(
+                    (_number(t), int(_number(d))) for t, d in _pairs(data.get("scaleChanges", []))
+                ),
                 last_desired=(
                     None if data.get("lastDesired") is None else int(_number(data["lastDesired"]))
                 ),

@@ -154,6 +154,24 @@ def test_step_limit_bounds_one_decision() -> None:
     assert Reason.STEP_LIMITED in decision.reasons
 
 
+def test_step_limit_counts_changes_within_the_period() -> None:
+    """Two replicas added at t=0 use up the 15 s scale-up budget until t=15."""
+    policy = make_policy(replicas={"max": 10})
+    first, state = decide(
+        make_observation(queue=20, current=1), policy, ModelState(), NO_CLUSTER, 0.0
+    )
+    assert first.desired_replicas == 3
+    blocked, state = decide(
+        make_observation(queue=20, rate=2.0, current=3), policy, state, NO_CLUSTER, 10.0
+    )
+    assert blocked.desired_replicas == 3
+    assert Reason.STEP_LIMITED in blocked.reasons
+    later, _ = decide(
+        make_observation(queue=20, rate=2.0, current=3), policy, state, NO_CLUSTER, 15.0
+    )
+    assert later.desired_replicas == 5
+
+
 def test_bounds_cap_at_max_and_raise_to_min() -> None:
     """replicas.max and replicas.min bound the result."""
     policy = make_policy(scaleUp={"maxStep": 10})
