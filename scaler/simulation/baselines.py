@@ -259,11 +259,12 @@ class KedaBaseline:
         active = obj.min_replica_count >= 1 or any(
             v is not None and v > obj.activation_threshold for v in values
         )
+        errored = any(v is None for v in values)
         current = view.models[name].spec_replicas
         if current == 0 and active:
             obj.last_active = now
             return max(obj.min_replica_count, 1)
-        if not active and any(v is None for v in values):
+        if not active and errored:
             # A trigger errored and no fallback is configured: no scale-in.
             return None
         if not active and current > 0 and obj.min_replica_count == 0:
@@ -275,7 +276,8 @@ class KedaBaseline:
             return 0 if expired else None
         if not active and current < obj.min_replica_count:
             return obj.min_replica_count
-        if active:
+        if active and not errored:
+            # An active object with an errored trigger only has its Ready condition unknown.
             obj.last_active = now
         return None
 
