@@ -21,9 +21,11 @@ gets status N with an OpenAI-shaped error and the header ``X-Emulator: error``.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
+import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -271,3 +273,29 @@ async def until(
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+async def _serve_forever(flavor: Literal["llamacpp", "vllm"], load_seconds: float) -> None:
+    server = ModelServerEmulator(flavor=flavor, load_seconds=load_seconds)
+    url = await server.start()
+    print(url, flush=True)  # the parent reads the URL from the first line
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()
+
+
+def main() -> None:
+    """Run the emulator as its own process (the benchmark): prints its URL, serves until
+    SIGTERM. ``python -m tests.activator.model_server [--flavor vllm] [--load-seconds N]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--flavor", choices=("llamacpp", "vllm"), default="llamacpp")
+    parser.add_argument("--load-seconds", type=float, default=0.0)
+    args = parser.parse_args()
+    asyncio.run(_serve_forever(args.flavor, args.load_seconds))
+
+
+if __name__ == "__main__":
+    main()

@@ -140,10 +140,7 @@ async def api() -> AsyncIterator[tuple[ApiStandIn, URL]]:
 
 def test_slice_readiness_counts_ready_and_unset_conditions() -> None:
     """Endpoints with ready true or unset count; ready false does not (EndpointSlice API)."""
-    api_client = k8s.ApiClient()
-    item = api_client._ApiClient__deserialize(  # the client's own JSON -> model path
-        endpoint_slice("a", "mixtral-8x7b", [True, None, False]), "V1EndpointSlice"
-    )
+    item = k8s.V1EndpointSlice.from_dict(endpoint_slice("a", "mixtral-8x7b", [True, None, False]))
     assert slice_readiness(item) == ("mixtral-8x7b", 2)
 
 
