@@ -1,0 +1,125 @@
+"""The PromQL behind the dashboards, built from the exported metric names.
+
+Every adapter replica runs the control loop and exports the same decisions, so per-model
+gauges and counters are read with ``max by (model, ...)``: summing them would count each
+decision once per replica. Activator replicas each hold their own requests, so activator
+series are summed. Counters that only appear on their first increment (errors, timeouts,
+rejections) are completed with ``or <sibling counter> * 0``: "no error yet" shows as 0, not
+as an empty panel.
+"""
+
+from __future__ import annotations
+
+from scaler.api import metric_names as names
+from scaler.core import Signal
+
+RATE = "$__rate_interval"
+"""Grafana's rate window (at least four scrape intervals)."""
+
+COLD_START_WINDOW = "1h"
+"""Cold starts are rare: their duration quantiles are taken over the last hour."""
+
+
+def model_gauge(metric: str, matcher: str) -> str:
+    """A per-model gauge, one series per model, however many adapter replicas export it."""
+    return f"max by (model) ({metric}{{{matcher}}})"
+
+
+def decisions_by_reason(matcher: str) -> str:
+    """Decisions per rate window, by the reason that shaped them."""
+    return (
+        f"sum by (reason) (max by (model, reason) "
+        f"(increase({names.DECISIONS}{{{matcher}}}[{RATE}])))"
+    )
+
+
+def demand_by_signal(matcher: str) -> str:
+    """Replicas each signal asks for: its value over one replica's target (what decide() does)."""
+    return (
+        f"max by (model, signal) ({names.SIGNAL_VALUE}{{{matcher}}})"
+        f" / max by (model, signal) ({names.SIGNAL_TARGET}{{{matcher}}})"
+    )
+
+
+def signal_value(signal: Signal, matcher: str) -> str:
+    """One signal, summed over the model's replicas."""
+    return f'max by (model) ({names.SIGNAL_VALUE}{{{matcher}, signal="{signal.value}"}})'
+
+
+def signal_capacity(signal: Signal, matcher: str) -> str:
+    """What the ready replicas carry at the policy's target: per-replica target × ready."""
+    return (
+        f'max by (model) ({names.SIGNAL_TARGET}{{{matcher}, signal="{signal.value}"}})'
+        f" * on (model) {model_gauge(names.READY_REPLICAS, matcher)}"
+    )
+
+
+def cold_starts(matcher: str, window: str = "$__range") -> str:
+    """Scale-ups from zero that became ready within `window`."""
+    return f"sum(max by (model) (increase({names.COLD_STARTS}{{{matcher}}}[{window}])))"
+
+
+def cold_start_quantile(quantile: float, matcher: str) -> str:
+    """Seconds from scale-up to ready, `quantile` over the last hour."""
+    return (
+        f"histogram_quantile({quantile}, sum by (model, le) (max by (model, le) "
+        f"(increase({names.COLD_START_DURATION}_bucket{{{matcher}}}[{COLD_START_WINDOW}]))))"
+    )
+
+
+def activator_pending(matcher: str) -> str:
+    """Requests the activator holds now, per model (all activator replicas)."""
+    return f"sum by (model) ({names.ACTIVATOR_PENDING}{{{matcher}}})"
+
+
+def activator_wait_quantile(quantile: float, matcher: str) -> str:
+    """How long requests were held before being forwarded or given up, `quantile`."""
+    return (
+        f"histogram_quantile({quantile}, sum by (model, le) "
+        f"(rate({names.ACTIVATOR_WAIT}_bucket{{{matcher}}}[{RATE}])))"
+    )
+
+
+def activator_rate(metric: str, matcher: str, *, by: str = "model") -> str:
+    """Per-second rate of an activator counter, summed over activator replicas.
+
+    Timeouts and rejections start absent; they are completed with zeros from the forwarded
+    counter of the same models.
+    """
+    expr = f"sum by ({by}) (rate({metric}{{{matcher}}}[{RATE}]))"
+    if metric == names.ACTIVATOR_FORWARDED:
+        return expr
+    return f"{expr} or sum by (model) (rate({names.ACTIVATOR_FORWARDED}{{{matcher}}}[{RATE}])) * 0"
+
+
+def query_latency_quantile(quantile: float) -> str:
+    """Prometheus query latency seen by the adapter, by signal."""
+    return (
+        f"histogram_quantile({quantile}, sum by (signal, le) "
+        f"(rate({names.PROMETHEUS_QUERY_DURATION}_bucket[{RATE}])))"
+    )
+
+
+def query_error_ratio() -> str:
+    """Failed share of the adapter's Prometheus queries, by signal (0 while none failed)."""
+    errors = f"sum by (signal) (rate({names.PROMETHEUS_QUERY_ERRORS}[{RATE}]))"
+    queries = f"sum by (signal) (rate({names.PROMETHEUS_QUERIES}[{RATE}]))"
+    return f"({errors} or {queries} * 0) / {queries}"
+
+
+def api_latency_quantile(quantile: float) -> str:
+    """External metrics API latency by route and status code."""
+    return (
+        f"histogram_quantile({quantile}, sum by (path, code, le) "
+        f"(rate({names.API_REQUEST_DURATION}_bucket[{RATE}])))"
+    )
+
+
+def api_requests_by_code() -> str:
+    """External metrics API requests per second by status code."""
+    return f"sum by (code) (rate({names.API_REQUEST_DURATION}_count[{RATE}]))"
+
+
+def scale_writes(matcher: str) -> str:
+    """Writes to the scale subresource per second, by model and result."""
+    return f"sum by (model, result) (rate({names.SCALE_WRITES}{{{matcher}}}[{RATE}]))"
