@@ -10,7 +10,6 @@ import typer
 from scaler.activator.command import activator_command
 from scaler.dashboards.command import dashboards_command
 from scaler.policy import check_policies
-from scaler.simulation.command import simulate, tune
 
 app = typer.Typer(
     name="scaler",
@@ -45,8 +44,6 @@ def validate(
 
 app.command("activator")(activator_command)
 app.command("dashboards")(dashboards_command)
-app.command()(simulate)
-app.command()(tune)
 
 
 def main() -> None:
