@@ -413,17 +413,29 @@ class LlamaCppServer(_EngineServer):
 
 
 class StaticExporter(ExpositionServer):
-    """Series whose values the test sets directly (untyped), e.g. the activator's pending
-    count or kube-state-metrics' replica gauges."""
+    """Series whose values the test sets directly, e.g. the activator's pending count and
+    forwarded counter, or kube-state-metrics' replica gauges. Gauges are untyped; a series
+    given a rate (`set_rate`) is a counter advancing against the clock."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
-        self._series: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self._clock = clock
+        self._series: dict[tuple[str, tuple[tuple[str, str], ...]], float | _Counter] = {}
 
     def set_value(self, name: str, value: float, **labels: str) -> None:
         """Set (or add) the series `name{labels}` to `value`."""
         with self._lock:
             self._series[(name, tuple(sorted(labels.items())))] = value
+
+    def set_rate(self, name: str, per_second: float, **labels: str) -> None:
+        """Make `name{labels}` a counter advancing at `per_second` (continuing its value)."""
+        key = (name, tuple(sorted(labels.items())))
+        with self._lock:
+            current = self._series.get(key)
+            if not isinstance(current, _Counter):
+                current = _Counter(self._clock, current or 0.0)
+                self._series[key] = current
+            current.set_rate(per_second)
 
     def remove(self, name: str, **labels: str) -> None:
         """Stop exporting `name{labels}` (Prometheus marks it stale on the next scrape)."""
@@ -432,9 +444,12 @@ class StaticExporter(ExpositionServer):
 
     def _samples(self) -> list[tuple[str, str, str, list[tuple[Mapping[str, str], float]]]]:
         by_name: dict[str, list[tuple[Mapping[str, str], float]]] = {}
-        for (name, labels), value in sorted(self._series.items()):
-            by_name.setdefault(name, []).append((dict(labels), value))
-        return [(name, "untyped", "Set by the test.", series) for name, series in by_name.items()]
+        kinds: dict[str, str] = {}
+        for (name, labels), value in sorted(self._series.items(), key=lambda item: item[0]):
+            number = value.value() if isinstance(value, _Counter) else value
+            by_name.setdefault(name, []).append((dict(labels), number))
+            kinds[name] = "counter" if isinstance(value, _Counter) else "untyped"
+        return [(name, kinds[name], "Set by the test.", series) for name, series in by_name.items()]
 
 
 def _apply(fault: Fault, value: float) -> float:
