@@ -148,7 +148,7 @@ class EndpointSliceWatch:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._watches: list[Any] = []
+        self._watch: Any = None  # the current watch.Watch, stopped by stop()
 
     @property
     def namespaces(self) -> list[str]:
@@ -168,8 +168,8 @@ class EndpointSliceWatch:
     async def stop(self) -> None:
         """Ask the watches to end; the threads exit at their next event or timeout."""
         self._stop.set()
-        for watch in self._watches:
-            watch.stop()
+        if self._watch is not None:
+            self._watch.stop()
         for thread in self._threads:
             await asyncio.to_thread(thread.join, 5.0)
 
@@ -197,7 +197,7 @@ class EndpointSliceWatch:
                     slices[item.metadata.name] = slice_readiness(item)
                 self._publish(namespace, _sum(namespace, slices))
                 w = watch_class()
-                self._watches.append(w)
+                self._watch = w
                 for event in w.stream(
                     api.list_namespaced_endpoint_slice,
                     namespace,

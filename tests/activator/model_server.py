@@ -63,6 +63,7 @@ class ModelServerEmulator:
     load_seconds: float | None = 0.0
     tokens: tuple[str, ...] = TOKENS
     stream_gate: asyncio.Event | None = None
+    break_streams: bool = False  # die after the first chunk (a crashed server mid-answer)
     received: list[ReceivedRequest] = field(default_factory=list)
     responses: dict[int, bytes] = field(default_factory=dict)
     streams_finished: int = 0
@@ -205,6 +206,9 @@ class ModelServerEmulator:
         for number, token in enumerate(self.tokens):
             if number == 1 and self.stream_gate is not None:
                 await self.stream_gate.wait()
+            if number == 1 and self.break_streams and request.transport is not None:
+                request.transport.abort()
+                raise asyncio.CancelledError  # what the server sees when its process dies
             delta: dict[str, Any] = {"content": token} if chat else {}
             choice = {"index": 0, "delta": delta} if chat else {"index": 0, "text": token}
             event = {"id": f"cmpl-{index}", "object": "chunk", "choices": [choice]}

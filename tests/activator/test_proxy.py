@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
@@ -65,7 +66,7 @@ async def test_held_requests_are_answered_in_arrival_order_with_bodies_intact() 
         aiohttp.ClientSession() as session,
     ):
         gate = activator.gates["tinyllama"]
-        bodies = [body_for(i, stream=i % 3 == 2) for i in range(7)]
+        bodies = [body_for(i, stream=i % 3 == 2) for i in range(20)]
         tasks = []
         for body in bodies:
             tasks.append(asyncio.create_task(post(session, url.with_path(CHAT), body)))
@@ -366,3 +367,18 @@ async def test_an_unreachable_upstream_gives_502() -> None:
         assert status == 502
         assert json.loads(answer)["error"]["code"] == "model_unreachable"
         assert activator.gates["tinyllama"].warm
+
+
+async def test_a_stream_broken_by_the_server_reaches_the_client_broken() -> None:
+    """A server that dies mid-stream: the client gets the chunks sent so far and then an
+    error, never a cleanly ended (and so seemingly complete) stream."""
+    async with (
+        ModelServerEmulator(break_streams=True) as server,
+        running_activator([tiny()], upstreams={"tinyllama": server.url}) as (_activator, url),
+        aiohttp.ClientSession() as session,
+        session.post(url.with_path(CHAT), data=body_for(10, stream=True)) as response,
+    ):
+        first = await response.content.readuntil(b"\n\n")
+        assert b'"content": "Hello"' in first
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
