@@ -10,6 +10,8 @@ import typer
 from scaler.activator.command import activator_command
 from scaler.dashboards.command import dashboards_command
 from scaler.policy import check_policies
+from scaler.simulation.command import simulate, tune
+from scaler.simulation.scenario import is_scenario_file, validate_scenario
 
 app = typer.Typer(
     name="scaler",
@@ -28,22 +30,36 @@ def _root() -> None:
 @app.command()
 def validate(
     paths: Annotated[
-        list[Path], typer.Argument(help="Policy files or folders of them (*.yaml, *.yml).")
+        list[Path],
+        typer.Argument(
+            help="Policy files or folders of them (*.yaml, *.yml), or scenario files "
+            "(kind: Scenario)."
+        ),
     ],
 ) -> None:
-    """Validate policies; print every error with file, line and field; exit 1 on any."""
-    policies, errors = check_policies(paths)
-    for error in errors:
-        typer.echo(str(error), err=True)
-    if errors:
-        typer.echo(f"{len(errors)} error(s) found", err=True)
+    """Validate policies and scenarios; print every error (file, line, field); exit 1 on any."""
+    scenarios = [p for p in paths if is_scenario_file(p)]
+    policy_paths = [p for p in paths if p not in scenarios]
+    policies, errors = check_policies(policy_paths) if policy_paths else ([], [])
+    checked = [validate_scenario(p) for p in scenarios]
+    messages = [str(e) for e in errors] + [e for _, found in checked for e in found]
+    for message in messages:
+        typer.echo(message, err=True)
+    if messages:
+        typer.echo(f"{len(messages)} error(s) found", err=True)
         raise typer.Exit(code=1)
-    names = ", ".join(p.model for p in policies)
-    typer.echo(f"{len(policies)} valid polic{'y' if len(policies) == 1 else 'ies'}: {names}")
+    if policy_paths:
+        names = ", ".join(p.model for p in policies)
+        typer.echo(f"{len(policies)} valid polic{'y' if len(policies) == 1 else 'ies'}: {names}")
+    if scenarios:
+        names = ", ".join(name or "" for name, _ in checked)
+        typer.echo(f"{len(scenarios)} valid scenario{'' if len(scenarios) == 1 else 's'}: {names}")
 
 
 app.command("activator")(activator_command)
 app.command("dashboards")(dashboards_command)
+app.command()(simulate)
+app.command()(tune)
 
 
 def main() -> None:

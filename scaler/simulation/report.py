@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from rich.table import Table
 
 from scaler.core import JsonValue
 from scaler.simulation.engine import SERVED, SimulationResult
@@ -108,10 +109,13 @@ def _percentiles(values: FloatArray, keys: Sequence[str]) -> dict[str, float | N
 
 
 def _policy_percentile(waits: FloatArray, served: np.ndarray, percentile: float) -> float | None:
+    """The policy's percentile of the wait, a dropped request counting as an endless wait."""
     if len(waits) == 0:
         return None
-    value = float(np.percentile(np.where(served, waits, math.inf), percentile))
-    return value if math.isfinite(value) else math.inf
+    ranked = np.sort(np.where(served, waits, np.inf))
+    # Nearest rank (no interpolation: interpolating towards an endless wait is meaningless).
+    index = min(len(ranked) - 1, max(0, math.ceil(percentile / 100.0 * len(ranked)) - 1))
+    return float(ranked[index])
 
 
 def build_report(result: SimulationResult) -> SimulationReport:
@@ -206,3 +210,58 @@ def reports_json(reports: Sequence[SimulationReport]) -> JsonValue:
     if len(reports) == 1:
         return reports[0].to_json()
     return [r.to_json() for r in reports]
+
+
+def summary_table(reports: Sequence[SimulationReport]) -> Table:
+    """The terminal summary: one row per model and policy, then the totals."""
+    table = Table(title=f"scenario {reports[0].scenario}" if reports else None)
+    for column in (
+        "model",
+        "policy",
+        "requests",
+        "served",
+        "dropped",
+        "SLO att.",
+        "wait @SLO pct / target",
+        "TTFT p95",
+        "GiB-h",
+        "cold starts",
+        "scale ev.",
+        "max repl.",
+        "unplaceable s",
+    ):
+        table.add_column(column, justify="left" if column in ("model", "policy") else "right")
+    models = list(reports[0].models) if reports else []
+    for name in [*models, "total"]:
+        for i, report in enumerate(reports):
+            figures = report.total if name == "total" else report.models[name]
+            table.add_row(
+                name if i == 0 else "",
+                report.policy,
+                str(figures.requests),
+                str(figures.served),
+                str(figures.dropped),
+                f"{figures.slo_attainment:.3f}",
+                _slo_cell(figures),
+                _seconds(figures.ttft_s.get("p95")),
+                f"{figures.gib_hours:.1f}",
+                str(figures.cold_starts),
+                str(figures.scale_events),
+                str(figures.max_replicas),
+                f"{figures.unplaceable_s:.0f}",
+                end_section=i == len(reports) - 1,
+            )
+    return table
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return "inf" if math.isinf(value) else f"{value:.1f}s"
+
+
+def _slo_cell(figures: ModelReport) -> str:
+    if figures.slo_threshold_s is None or figures.slo_percentile is None:
+        return ""
+    pct = f"p{figures.slo_percentile:g}"
+    return f"{pct} {_seconds(figures.slo_wait_s)} / {figures.slo_threshold_s:g}s"

@@ -429,3 +429,12 @@ def _traffic(
             seed=seed,
         )
     return synthetic.shifted(item.offset_seconds)
+
+
+def validate_scenario(path: Path) -> tuple[str | None, list[str]]:
+    """Check a scenario file fully (schema, policies, traffic): (its name or None, errors)."""
+    try:
+        prepared = prepare(path)
+    except ScenarioLoadError as exc:
+        return None, list(exc.errors)
+    return prepared.scenario.name, []

@@ -165,7 +165,9 @@ def test_observed_rates_are_windowed_counter_rates() -> None:
         o.signals[Signal.REQUEST_RATE] for o in observations if Signal.REQUEST_RATE in o.signals
     ]
     assert np.mean(rates) == pytest.approx(0.5, rel=0.05)
-    ages = [v.now - o.sample_time for v, o in zip(views, observations, strict=True)]
+    stamps = [o.sample_time for o in observations]
+    assert None not in stamps
+    ages = [v.now - (t or 0.0) for v, t in zip(views, stamps, strict=True)]
     assert max(ages) < 15.0 + 1e-9  # never older than one scrape interval
     tokens = [o.signals[Signal.TOKENS_PER_SECOND] for o in observations if len(o.signals) == 4]
     assert np.mean(tokens) == pytest.approx(0.5 * 120, rel=0.1)

@@ -1,0 +1,226 @@
+"""``scaler simulate`` and ``scaler tune``: thin command-line wrappers over the simulator."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Annotated, Self
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+from scaler.simulation import openmetrics
+from scaler.simulation.comparison import POLICY_NAMES, make_autoscaler, policy_names
+from scaler.simulation.engine import SimulationResult
+from scaler.simulation.engine import simulate as run_simulation
+from scaler.simulation.report import build_report, reports_json, summary_table
+from scaler.simulation.scenario import PreparedScenario, ScenarioLoadError, prepare
+
+DEFAULT_SCENARIO = Path("simulations") / "homelab.yaml"
+PROGRESS_AFTER_SECONDS = 2.0
+
+
+def default_scenario() -> Path:
+    """The bundled homelab scenario: in the current directory's checkout, else next to the
+    package's source tree (editable installs)."""
+    here = Path.cwd() / DEFAULT_SCENARIO
+    if here.is_file():
+        return here
+    return Path(__file__).resolve().parents[2] / DEFAULT_SCENARIO
+
+
+class ProgressBar:
+    """A progress bar on stderr, shown only on a terminal and once a run passes ~2 s."""
+
+    def __init__(self, *, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._started = time.monotonic()
+        self._label = ""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def run(self, label: str) -> None:
+        """Start counting a new run called `label`."""
+        self._label = label
+        if self._progress is not None:
+            self._task = self._progress.add_task(label, total=1.0)
+
+    def __call__(self, now: float, end: float) -> None:
+        if not self.console.is_terminal:
+            return
+        if self._progress is None:
+            if time.monotonic() - self._started < PROGRESS_AFTER_SECONDS:
+                return
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self._label, total=1.0)
+        if self._task is not None:
+            self._progress.update(self._task, completed=now / end if end > 0 else 1.0)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(message, err=True)
+    return typer.Exit(code=1)
+
+
+def _prepare(
+    scenario: Path | None, trace: Sequence[str], policies: Path | None
+) -> PreparedScenario:
+    path = scenario if scenario is not None else default_scenario()
+    if not path.is_file():
+        raise _fail(f"{path}: scenario file not found")
+    try:
+        prepared = prepare(path, trace_specs=trace, policies_path=policies)
+    except ScenarioLoadError as exc:
+        for error in exc.errors:
+            typer.echo(error, err=True)
+        raise typer.Exit(code=1) from None
+    for warning in prepared.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    return prepared
+
+
+def simulate(
+    scenario: Annotated[
+        Path | None,
+        typer.Option(help="Scenario YAML (default: the bundled simulations/homelab.yaml)."),
+    ] = None,
+    trace: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Replay FILE[:MODEL] instead of the scenario's traffic (repeatable; canonical "
+            "CSV, Azure CSV or Mooncake JSONL; MODEL required for the single-model formats)."
+        ),
+    ] = None,
+    policies: Annotated[
+        Path | None, typer.Option(help="Policy folder or file replacing the scenario's.")
+    ] = None,
+    baseline: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"Policies to run: {', '.join(POLICY_NAMES)} (repeatable or comma list; "
+            "default: all)."
+        ),
+    ] = None,
+    json_file: Annotated[
+        Path | None,
+        typer.Option("--json", help="Write the report(s) as JSON (one object, or a list)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write PNG plots and index.html into this folder.")
+    ] = None,
+    openmetrics_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--openmetrics",
+            help="Write the simulated series as OpenMetrics (for promtool backfill): the "
+            "scaler run if it was simulated, else the first policy's.",
+        ),
+    ] = None,
+) -> None:
+    """Replay a scenario through scaler and the baselines; print the summary table."""
+    try:
+        names = policy_names(baseline or [])
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    prepared = _prepare(scenario, trace or [], policies)
+    results: list[SimulationResult] = []
+    with ProgressBar() as bar:
+        for name in names:
+            bar.run(name)
+            results.append(run_simulation(prepared, make_autoscaler(name, prepared), progress=bar))
+    reports = [build_report(r) for r in results]
+    Console(width=max(160, Console().width)).print(summary_table(reports))
+    if json_file is not None:
+        json_file.write_text(json.dumps(reports_json(reports), indent=2) + "\n", encoding="utf-8")
+    if openmetrics_file is not None:
+        exported = next((r for r in results if r.policy == "scaler"), results[0])
+        openmetrics.write(exported, openmetrics_file)
+    if out is not None:
+        from scaler.simulation.plots import write_html_report  # matplotlib only when asked
+
+        index = write_html_report(results, reports, out)
+        typer.echo(f"report: {index}", err=True)
+
+
+def tune(
+    model: Annotated[str, typer.Option(help="The model whose policy is tuned.")],
+    scenario: Annotated[
+        Path | None,
+        typer.Option(help="Scenario YAML (default: the bundled simulations/homelab.yaml)."),
+    ] = None,
+    policies: Annotated[
+        Path | None, typer.Option(help="Policy folder or file replacing the scenario's.")
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Write the chosen policy YAML here (default: <model>.tuned.yaml)."),
+    ] = None,
+    slo_target: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="SLO attainment to reach (default: the policy's slo.percentile / 100).",
+        ),
+    ] = None,
+    candidates: Annotated[
+        int, typer.Option(min=1, help="Candidates to evaluate (a grid, sampled if larger).")
+    ] = 24,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Parallel processes (default: os.cpu_count()).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the candidate sampling.")] = 0,
+) -> None:
+    """Search a model's policy parameters; print the cost/SLO frontier; write the best policy."""
+    from scaler.simulation.tune import TuneError, frontier_table, tune_policy, write_policy
+
+    prepared = _prepare(scenario, [], policies)
+    if model not in prepared.models:
+        raise _fail(f"unknown model {model!r}; expected one of: {', '.join(prepared.models)}")
+    with ProgressBar() as bar:
+        bar.run(f"tune {model}")
+        result = tune_policy(
+            prepared,
+            model,
+            slo_target=slo_target,
+            candidates=candidates,
+            workers=workers,
+            seed=seed,
+            progress=bar,
+        )
+    Console(width=max(120, Console().width)).print(frontier_table(result))
+    if result.chosen is None:
+        raise _fail(
+            f"no candidate reached SLO attainment {result.slo_target:.3f}; "
+            "nothing written (raise replicas.max or relax the SLO)"
+        )
+    target = output if output is not None else Path(f"{model}.tuned.yaml")
+    try:
+        write_policy(result.chosen.policy, target, source=result)
+    except TuneError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"wrote {target}", err=True)

@@ -1,0 +1,49 @@
+"""The policies ``scaler simulate`` can compare, by name, and how each is built."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from scaler.simulation.autoscaler import Autoscaler
+from scaler.simulation.baselines import HpaBaseline, KedaBaseline, KpaBaseline
+from scaler.simulation.oracle import Oracle
+from scaler.simulation.scaler_policy import ScalerPolicy
+from scaler.simulation.scenario import PreparedScenario
+
+POLICY_NAMES = ("scaler", "hpa", "keda", "kpa", "oracle")
+"""Every comparable policy, in the order reports list them."""
+
+
+def policy_names(values: Iterable[str]) -> list[str]:
+    """Names from repeated and/or comma-separated values, in canonical order; all when empty.
+
+    Raises ValueError naming an unknown policy.
+    """
+    wanted: set[str] = set()
+    for value in values:
+        for name in value.split(","):
+            name = name.strip()
+            if not name:
+                continue
+            if name not in POLICY_NAMES:
+                raise ValueError(
+                    f"unknown policy {name!r}; expected one of: {', '.join(POLICY_NAMES)}"
+                )
+            wanted.add(name)
+    return [n for n in POLICY_NAMES if n in wanted] if wanted else list(POLICY_NAMES)
+
+
+def make_autoscaler(name: str, prepared: PreparedScenario) -> Autoscaler:
+    """A fresh autoscaler `name` for `prepared` (each run needs its own state)."""
+    policies = list(prepared.policies)
+    if name == "scaler":
+        return ScalerPolicy(policies)
+    if name == "hpa":
+        return HpaBaseline(policies)
+    if name == "keda":
+        return KedaBaseline(policies)
+    if name == "kpa":
+        return KpaBaseline(policies)
+    if name == "oracle":
+        return Oracle(prepared)
+    raise ValueError(f"unknown policy {name!r}; expected one of: {', '.join(POLICY_NAMES)}")

@@ -1,0 +1,192 @@
+"""`scaler simulate`, `scaler tune` and `scaler validate` on scenarios, through typer's runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from scaler.cli import app
+from scaler.policy import check_file
+from scaler.simulation.traces import TokenSizes, merge, poisson, write_canonical
+
+ROOT = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    """A 20-minute two-model scenario file with its trace next to it."""
+    trace = merge(
+        [
+            poisson("tinyllama", rate=0.2, duration=1200, sizes=TokenSizes(300, 60), seed=1),
+            poisson("mixtral-8x7b", rate=0.005, duration=1200, sizes=TokenSizes(200, 60), seed=2),
+        ]
+    )
+    write_canonical(trace, tmp_path / "trace.csv")
+    scenario = {
+        "kind": "Scenario",
+        "name": "tiny",
+        "policies": str(ROOT / "policies"),
+        "nodes": [{"name": "n1", "allocatableGiB": 90}, {"name": "n2", "allocatableGiB": 90}],
+        "models": {
+            "tinyllama": {
+                "slots": 4,
+                "prefillTokensPerSecond": 200,
+                "decodeTokensPerSecond": 60,
+                "coldStart": {"medianSeconds": 8},
+            },
+            "mixtral-8x7b": {
+                "slots": 2,
+                "prefillTokensPerSecond": 18,
+                "decodeTokensPerSecond": 6.5,
+                "coldStart": {"medianSeconds": 40},
+            },
+        },
+        "traffic": [{"kind": "trace", "file": "trace.csv"}],
+        "drainSeconds": 300,
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(scenario))
+    return path
+
+
+def test_simulate_writes_json_plots_and_openmetrics(tiny: Path, tmp_path: Path) -> None:
+    """Two policies: a table on stdout, a JSON list, PNGs with index.html, OpenMetrics."""
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        [
+            "simulate",
+            "--scenario",
+            str(tiny),
+            "--baseline",
+            "scaler,oracle",
+            "--json",
+            str(tmp_path / "r.json"),
+            "--out",
+            str(out),
+            "--openmetrics",
+            str(tmp_path / "s.om"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "tinyllama" in result.stdout
+    assert "oracle" in result.stdout
+    reports = json.loads((tmp_path / "r.json").read_text())
+    assert [r["policy"] for r in reports] == ["scaler", "oracle"]
+    assert (out / "index.html").is_file()
+    assert (out / "cost-vs-slo.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "scaler-mixtral-8x7b.png").is_file()
+    assert 'src="oracle-tinyllama.png"' in (out / "index.html").read_text()
+    assert (tmp_path / "s.om").read_text().endswith("# EOF\n")
+
+
+def test_simulate_with_one_policy_writes_one_report_object(tiny: Path, tmp_path: Path) -> None:
+    """--baseline hpa --json gives the contract object itself."""
+    result = runner.invoke(
+        app,
+        ["simulate", "--scenario", str(tiny), "--baseline", "hpa", "--json", str(tmp_path / "j")],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "j").read_text())
+    assert report["policy"] == "hpa"
+    assert report["scenario"] == "tiny"
+
+
+def test_simulate_replays_a_trace_given_on_the_command_line(tiny: Path, tmp_path: Path) -> None:
+    """--trace FILE:MODEL replaces the scenario's traffic."""
+    azure = tmp_path / "azure.csv"
+    azure.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-11-16 18:15:46.0,100,10\n2023-11-16 18:15:50.0,100,10\n"
+    )
+    result = runner.invoke(
+        app,
+        [
+            "simulate",
+            "--scenario",
+            str(tiny),
+            "--trace",
+            f"{azure}:tinyllama",
+            "--baseline",
+            "oracle",
+            "--json",
+            str(tmp_path / "j"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "j").read_text())
+    assert report["models"]["tinyllama"]["requests"] == 2
+    assert report["models"]["mixtral-8x7b"]["requests"] == 0
+
+
+def test_simulate_refuses_an_unknown_baseline(tiny: Path) -> None:
+    """An unknown policy name is an error listing the known ones."""
+    result = runner.invoke(app, ["simulate", "--scenario", str(tiny), "--baseline", "vpa"])
+    assert result.exit_code == 1
+    assert "unknown policy 'vpa'" in result.output
+
+
+def test_simulate_reports_a_bad_trace_with_file_and_line(tiny: Path, tmp_path: Path) -> None:
+    """A broken trace stops the run with file:line and exit code 1."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,model,prompt_tokens,output_tokens\n0,tinyllama,1,-2\n")
+    result = runner.invoke(app, ["simulate", "--scenario", str(tiny), "--trace", str(bad)])
+    assert result.exit_code == 1
+    assert f"{bad}:2: output_tokens: negative token count -2" in result.output
+
+
+def test_validate_accepts_the_bundled_scenario() -> None:
+    """`scaler validate simulations/homelab.yaml` checks schema, policies and traffic."""
+    result = runner.invoke(app, ["validate", str(ROOT / "simulations" / "homelab.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "1 valid scenario: homelab" in result.output
+
+
+def test_validate_reports_scenario_errors(tiny: Path) -> None:
+    """A scenario with a typo fails validation with its line."""
+    tiny.write_text(tiny.read_text().replace("drainSeconds", "drainSecs"))
+    result = runner.invoke(app, ["validate", str(tiny)])
+    assert result.exit_code == 1
+    assert "drainSecs: unknown field" in result.output
+
+
+def test_tune_writes_a_valid_policy_and_prints_the_frontier(tiny: Path, tmp_path: Path) -> None:
+    """A tiny search (3 candidates, 2 processes) prints the frontier and writes valid YAML."""
+    output = tmp_path / "tuned.yaml"
+    result = runner.invoke(
+        app,
+        [
+            "tune",
+            "--scenario",
+            str(tiny),
+            "--model",
+            "tinyllama",
+            "--candidates",
+            "3",
+            "--workers",
+            "2",
+            "--slo-target",
+            "0.5",
+            "--output",
+            str(output),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "frontier" in result.stdout
+    assert "chosen" in result.stdout
+    policy, errors = check_file(output)
+    assert errors == []
+    assert policy is not None
+    assert policy.model == "tinyllama"
+
+
+def test_tune_refuses_an_unknown_model(tiny: Path) -> None:
+    """Tuning a model outside the scenario is an error."""
+    result = runner.invoke(app, ["tune", "--scenario", str(tiny), "--model", "gpt-4"])
+    assert result.exit_code == 1
+    assert "unknown model 'gpt-4'" in result.output
