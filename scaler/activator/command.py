@@ -38,6 +38,7 @@ class ActivatorOptions:
     scale_on_wake: bool
     hold_margin_s: float
     health_interval_s: float
+    drain_s: float = 25.0
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -101,7 +102,9 @@ async def run_activator(*, options: ActivatorOptions, stop: asyncio.Event | None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    async with serving(activator.app(), host=options.host, port=options.port) as url:
+    async with serving(
+        activator.app(), host=options.host, port=options.port, drain_s=options.drain_s
+    ) as url:
         # Routes with an --upstream override (and all of them without Kubernetes) are polled;
         # the rest follow their Service's EndpointSlices.
         polled = [r for r in routes if r.overridden or api_client is None]
@@ -186,6 +189,14 @@ def activator_command(
     health_interval: Annotated[
         float, typer.Option(min=0.05, help="Seconds between /health polls.")
     ] = 1.0,
+    drain_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="On SIGTERM: held requests get 503 at once; responses in flight get this long"
+            " to finish (keep it below the pod's terminationGracePeriodSeconds).",
+        ),
+    ] = 25.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """The cold-start activator: a reverse proxy that holds requests while a model wakes."""
@@ -207,6 +218,7 @@ def activator_command(
         scale_on_wake=scale_on_wake,
         hold_margin_s=hold_margin,
         health_interval_s=health_interval,
+        drain_s=drain_seconds,
     )
     if scale_on_wake and no_kubernetes:
         typer.echo("error: --scale-on-wake needs Kubernetes (drop --no-kubernetes)", err=True)

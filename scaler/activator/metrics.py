@@ -34,6 +34,7 @@ class RejectReason(StrEnum):
     TIMEOUT = "timeout"  # no ready endpoint within the hold timeout
     BODY_TOO_LARGE = "body_too_large"  # request body above --max-body-bytes
     UPSTREAM_UNREACHABLE = "upstream_unreachable"  # connect failed: 502
+    SHUTTING_DOWN = "shutting_down"  # held when the activator stopped: 503
 
 
 class ActivatorMetrics:

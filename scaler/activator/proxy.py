@@ -30,7 +30,14 @@ from yarl import URL
 
 from scaler.activator.endpoints import EndpointTracker, HealthProbe
 from scaler.activator.metrics import CONTENT_TYPE, ActivatorMetrics, RejectReason
-from scaler.activator.queue import HoldTimeoutError, ModelGate, QueueFullError, Turn, WakeHook
+from scaler.activator.queue import (
+    HoldTimeoutError,
+    ModelGate,
+    QueueFullError,
+    StoppingError,
+    Turn,
+    WakeHook,
+)
 from scaler.activator.routes import RouteMatch, RouteTable
 
 log = structlog.get_logger("scaler.activator")
@@ -127,6 +134,7 @@ class Activator:
         self._wake = wake
         self._session: aiohttp.ClientSession | None = None
         self.gates: dict[str, ModelGate] = {}
+        self.stopping = False
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -181,7 +189,15 @@ class Activator:
             yield
             await self.close()
 
+        async def stop_holding(_app: web.Application) -> None:
+            # on_shutdown runs after the listening socket closed and before in-flight
+            # handlers are awaited: held requests get a 503 now, streams may finish.
+            self.stopping = True
+            for gate in self.gates.values():
+                gate.stop_holding()
+
         app.cleanup_ctx.append(lifecycle)
+        app.on_shutdown.append(stop_holding)
         return app
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -220,6 +236,13 @@ class Activator:
                 f"model {model!r} is starting and {self.config.queue_size} requests are already"
                 " waiting for it; retry later",
             )
+        except StoppingError:
+            return self._unavailable(
+                model,
+                RejectReason.SHUTTING_DOWN,
+                "the activator is shutting down; retry",
+                retry_after_s=1,
+            )
         except HoldTimeoutError:
             self.metrics.timeouts.labels(model=model).inc()
             return self._unavailable(
@@ -241,8 +264,13 @@ class Activator:
             return web.Response(
                 body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE}
             )
-        if path in ("/healthz", "/readyz") and request.method == "GET":
-            # Ready as soon as it serves: holding requests for cold models is its job.
+        if path == "/healthz" and request.method == "GET":
+            return web.Response(text="ok")
+        if path == "/readyz" and request.method == "GET":
+            # Ready as soon as it serves (holding requests for cold models is its job), until
+            # it starts shutting down.
+            if self.stopping:
+                return web.Response(status=503, text="stopping")
             return web.Response(text="ok")
         return None
 
@@ -258,7 +286,9 @@ class Activator:
                 return None
         return bytes(body)
 
-    def _unavailable(self, model: str, reason: RejectReason, message: str) -> web.Response:
+    def _unavailable(
+        self, model: str, reason: RejectReason, message: str, *, retry_after_s: int | None = None
+    ) -> web.Response:
         self.metrics.rejected.labels(model=model, reason=reason).inc()
         route = self.gates[model].route
         log.warning("rejected", model=model, reason=reason.value, pending=self.gates[model].pending)
@@ -267,7 +297,7 @@ class Activator:
             message,
             type_="service_unavailable",
             code=f"model_{reason.value}",
-            retry_after_s=route.retry_after_s,
+            retry_after_s=route.retry_after_s if retry_after_s is None else retry_after_s,
         )
 
     async def _forward(
@@ -327,19 +357,20 @@ class Activator:
 
 @contextlib.asynccontextmanager
 async def serving(
-    app: web.Application, *, host: str = "127.0.0.1", port: int = 0
+    app: web.Application, *, host: str = "127.0.0.1", port: int = 0, drain_s: float = 1.0
 ) -> AsyncIterator[URL]:
     """Run `app` on host:port (0 picks a free port) and yield its base URL.
 
     Handler cancellation is on: a client that disconnects cancels its handler, which is how a
-    held request leaves the queue.
+    held request leaves the queue. At exit, responses in flight (streams) get `drain_s`
+    seconds to finish before they are cut.
     """
     runner = web.AppRunner(
         app,
         handle_signals=False,
         handler_cancellation=True,
         access_log=None,
-        shutdown_timeout=1.0,  # streams in flight at shutdown are cut after a second
+        shutdown_timeout=drain_s,
     )
     await runner.setup()
     try:

@@ -38,6 +38,10 @@ class HoldTimeoutError(Exception):
     """No endpoint became ready within the route's hold timeout."""
 
 
+class StoppingError(Exception):
+    """The activator is shutting down: held requests are answered instead of dropped."""
+
+
 @dataclass(eq=False)
 class _Waiter:
     released: asyncio.Future[None]
@@ -110,6 +114,8 @@ class ModelGate:
         """
         if self._warm and not self._queue and self._releaser is None:
             return Turn()
+        if self._closed:
+            raise StoppingError
         if len(self._queue) >= self._capacity:
             raise QueueFullError
         loop = asyncio.get_running_loop()
@@ -132,9 +138,19 @@ class ModelGate:
         self._metrics.wait.labels(model=self.route.model).observe(held)
         return Turn(waiter, held)
 
+    def stop_holding(self) -> None:
+        """At shutdown: every held request gets StoppingError (a 503 its client can retry
+        elsewhere, rather than a dropped connection); nothing is held from now on."""
+        self._closed = True
+        for waiter in self._queue:
+            if not waiter.released.done():
+                waiter.released.set_exception(StoppingError())
+        self._queue.clear()
+        self._gauge()
+
     async def close(self) -> None:
         """Stop releasing (at shutdown)."""
-        self._closed = True
+        self.stop_holding()
         if self._releaser is not None:
             self._releaser.cancel()
             with contextlib.suppress(asyncio.CancelledError):

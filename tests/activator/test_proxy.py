@@ -382,3 +382,22 @@ async def test_a_stream_broken_by_the_server_reaches_the_client_broken() -> None
         assert b'"content": "Hello"' in first
         with pytest.raises(aiohttp.ClientPayloadError):
             await response.read()
+
+
+async def test_held_requests_get_503_when_the_activator_stops() -> None:
+    """At shutdown held requests are answered with an OpenAI-shaped 503, not dropped."""
+    async with (
+        ModelServerEmulator(load_seconds=None) as server,
+        aiohttp.ClientSession() as session,
+    ):
+        async with running_activator([tiny()], upstreams={"tinyllama": server.url}) as (
+            activator,
+            url,
+        ):
+            task = asyncio.create_task(post(session, url.with_path(CHAT), body_for(11)))
+            await until(lambda: activator.gates["tinyllama"].pending == 1, what="held")
+        status, answer = await task
+        assert status == 503
+        assert json.loads(answer)["error"]["code"] == "model_shutting_down"
+        text = activator.metrics.exposition().decode()
+        assert metric(text, ACTIVATOR_REJECTED, model="tinyllama", reason="shutting_down") == 1
