@@ -347,21 +347,50 @@ async def serve_api(
     port: int,
     ssl_context: ssl.SSLContext | None,
     shutdown_timeout: float = 10.0,
+    close_grace: float = 1.0,
 ) -> AsyncIterator[ApiEndpoint]:
     """Serve `app` until the block exits, then shut down gracefully.
 
     Signals are left to the caller (the CLI's loop). On exit the listener closes first and
-    requests in flight get up to `shutdown_timeout` seconds; the cleanup is shielded so a
-    cancelled caller still closes the socket.
+    requests in flight get up to `shutdown_timeout` seconds; then TLS connections get
+    `close_grace` seconds to finish their close_notify exchange before they are aborted, so
+    no socket outlives the server. The cleanup is shielded: a cancelled caller still closes.
     """
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout
+    )
     await runner.setup()
     try:
-        site = web.TCPSite(
-            runner, host, port, ssl_context=ssl_context, shutdown_timeout=shutdown_timeout
-        )
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         bound = runner.addresses[0]
         yield ApiEndpoint(host=str(bound[0]), port=int(bound[1]), tls=ssl_context is not None)
     finally:
-        await asyncio.shield(runner.cleanup())
+        await asyncio.shield(_stop(runner, close_grace))
+
+
+async def _stop(runner: web.AppRunner, close_grace: float) -> None:
+    for site in list(runner.sites):  # stop listening first, so the list below is complete
+        await site.stop()
+    server = runner.server
+    # Raw sockets are taken before cleanup: a TLS transport detaches from its socket once
+    # closed, and then no longer answers get_extra_info.
+    connections = [
+        (transport, sock)
+        for c in (server.connections if server is not None else [])
+        if (transport := c.transport) is not None
+        and (sock := transport.get_extra_info("socket")) is not None
+    ]
+    await runner.cleanup()
+    # A closed TLS transport waits for the peer's close_notify; a peer that never sends it
+    # (a client holding its pooled connection) would keep the socket open past the server's
+    # life. Bounded wait, then abort.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + close_grace
+    while any(s.fileno() != -1 for _, s in connections) and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    for transport, sock in connections:
+        if sock.fileno() != -1:
+            with contextlib.suppress(AttributeError):  # detached in the meantime
+                transport.abort()
+    await asyncio.sleep(0)  # let the aborted transports run connection_lost

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -14,6 +15,7 @@ from yarl import URL
 
 from scaler.api import metric_names as names
 from scaler.api.selector import MAX_SELECTOR_LENGTH
+from scaler.api.server import serve_api
 from scaler.core import Signal
 from tests.api.conftest import MODELS, STALENESS, START, Wiring, make_decision
 
@@ -324,3 +326,37 @@ async def test_garbage_bytes_on_the_socket_do_not_stop_the_server(client: Client
     writer.close()
     await writer.wait_closed()
     assert (await client.get("/healthz")).status == 200
+
+
+# --- serve_api lifecycle
+
+
+async def test_serve_api_finishes_in_flight_requests_then_closes(wiring: Wiring) -> None:
+    """On exit, shutdown begins with a request in flight, which is still answered; then the
+    listener refuses connections."""
+    release, entered, shutting_down = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def slow(_request: web.Request) -> web.Response:
+        entered.set()
+        await release.wait()
+        return web.Response(text="done")
+
+    async def on_shutdown(_app: web.Application) -> None:
+        shutting_down.set()
+
+    app = wiring.app()
+    app.router.add_get("/slow", slow)
+    app.on_shutdown.append(on_shutdown)
+    serving = serve_api(app, host="127.0.0.1", port=0, ssl_context=None, close_grace=0.1)
+    endpoint = await serving.__aenter__()
+    async with aiohttp.ClientSession() as session:
+        request = asyncio.create_task(session.get(f"{endpoint.url}/slow"))
+        await asyncio.wait_for(entered.wait(), timeout=5)
+        stopping = asyncio.create_task(serving.__aexit__(None, None, None))
+        await asyncio.wait_for(shutting_down.wait(), timeout=5)
+        release.set()
+        response = await asyncio.wait_for(request, timeout=5)
+        assert (response.status, await response.text()) == (200, "done")
+    await asyncio.wait_for(stopping, timeout=5)
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection(endpoint.host, endpoint.port)
