@@ -395,7 +395,10 @@ class PrometheusServer:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return int(response.status), response.read().decode()
         except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode(errors="replace")
+            try:
+                return exc.code, exc.read().decode(errors="replace")
+            finally:
+                exc.close()  # it holds the response socket
 
 
 def _parse_result(data: Mapping[str, object]) -> tuple[Sample, ...]:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.integration.model_servers import LlamaCppServer, Spelling, VllmServer
+from tests.integration.model_servers import (
+    CONTENT_TYPE_0_0_4,
+    Fault,
+    LlamaCppServer,
+    Spelling,
+    StaticExporter,
+    VllmServer,
+)
 from tests.integration.prometheus import (
     PrometheusQueryError,
     PrometheusServer,
@@ -69,3 +78,96 @@ def test_backfilled_blocks_are_queryable(tmp_path: Path) -> None:
         server.stop()
     assert [s.value for s in result] == [2.0]
     assert (tmp_path / "tsdb").is_dir()
+
+
+OPENMETRICS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+
+
+def scrape(url: str) -> tuple[str, str]:
+    """GET `url` as Prometheus 2.42 would (OpenMetrics preferred): (content type, body)."""
+    request = urllib.request.Request(url, headers={"Accept": OPENMETRICS_ACCEPT})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.headers["Content-Type"], response.read().decode()
+
+
+class FakeClock:
+    """A clock the test advances by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_emulator_answers_text_0_0_4_whatever_accept_says() -> None:
+    """Even when OpenMetrics is preferred, the body is text 0.0.4 with colon names."""
+    with VllmServer() as vllm:
+        content_type, body = scrape(vllm.url)
+    assert content_type == CONTENT_TYPE_0_0_4
+    assert 'vllm:num_requests_waiting{model_name="mistral-7b",engine="0"} 0.0' in body
+
+
+def test_llamacpp_emulator_exports_the_eleven_names_without_labels() -> None:
+    """The 11 names of a current llama-server, each one series with no labels."""
+    with LlamaCppServer() as llamacpp:
+        _, body = scrape(llamacpp.url)
+    samples = [line for line in body.splitlines() if not line.startswith("#")]
+    names = sorted(line.split(" ")[0] for line in samples)
+    assert names == sorted(
+        f"llamacpp:{n}"
+        for n in (
+            "n_busy_slots_per_decode", "n_decode_total", "n_tokens_max",
+            "predicted_tokens_seconds", "prompt_seconds_total", "prompt_tokens_seconds",
+            "prompt_tokens_total", "requests_deferred", "requests_processing",
+            "tokens_predicted_seconds_total", "tokens_predicted_total",
+        )
+    )  # fmt: skip
+
+
+def test_counters_advance_at_the_set_rate_and_stay_continuous() -> None:
+    """A counter grows by rate × elapsed clock time; a new rate continues from its value."""
+    clock = FakeClock()
+    vllm = VllmServer(clock=clock)
+    vllm.set(tokens_per_second=10)
+    clock.now += 3
+    assert vllm.counter_value("vllm:generation_tokens_total") == 30
+    vllm.set(tokens_per_second=2)
+    clock.now += 5
+    assert vllm.counter_value("vllm:generation_tokens_total") == 40
+
+
+def test_underscore_spelling_has_no_colon_names() -> None:
+    """Spelling.UNDERSCORE serves vllm_num_requests_waiting and no colon name at all."""
+    with VllmServer(spelling=Spelling.UNDERSCORE) as vllm:
+        vllm.set(waiting=4)
+        _, body = scrape(vllm.url)
+    assert 'vllm_num_requests_waiting{model_name="mistral-7b",engine="0"} 4.0' in body
+    assert ":" not in "".join(line.split("{")[0] for line in body.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [(Fault.NAN, " NaN"), (Fault.INF, " +Inf"), (Fault.NEGATIVE, " -4.0")],
+)
+def test_fault_modes_replace_every_value(fault: Fault, expected: str) -> None:
+    """NaN / +Inf / negative modes change every sample's value."""
+    with VllmServer() as vllm:
+        vllm.set(waiting=3)
+        vllm.set_fault(fault)
+        _, body = scrape(vllm.url)
+    waiting = next(line for line in body.splitlines() if line.startswith("vllm:num_requests_w"))
+    assert waiting.endswith(expected)
+
+
+def test_http_500_fault_fails_the_scrape() -> None:
+    """Fault.HTTP_500 answers 500."""
+    with StaticExporter() as exporter:
+        exporter.set_fault(Fault.HTTP_500)
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            scrape(exporter.url)
+    caught.value.close()  # the error holds the response socket open
+    assert caught.value.code == 500

@@ -383,6 +383,28 @@ async def test_sample_time_is_the_samples_not_the_query_time(tmp_path: Path) -> 
     assert reading.models["old-7b"].signals[Signal.QUEUE_DEPTH] == 4
 
 
+async def test_prometheus_killed_mid_run_gives_errors_not_exceptions(tmp_path: Path) -> None:
+    """Prometheus killed between two reads: the first reads the value, the second has every
+    signal missing and every query failed, and neither raises."""
+    recent = int(time.time()) - 10
+    create_blocks(
+        f'vllm:num_requests_waiting{{namespace="cortex",model="crash-7b"}} 4 {recent}\n# EOF\n',
+        tmp_path / "tsdb",
+    )
+    server = await asyncio.to_thread(PrometheusServer.start_on_blocks, tmp_path / "tsdb")
+    try:
+        async with PrometheusSource(url=server.url, window=WINDOW, timeout=2.0) as src:
+            before = await src.read([vllm_policy("crash-7b")])
+            await asyncio.to_thread(server.kill)
+            after = await src.read([vllm_policy("crash-7b")])
+    finally:
+        await asyncio.to_thread(server.stop)
+    assert before.models["crash-7b"].signals[Signal.QUEUE_DEPTH] == 4
+    assert after.models["crash-7b"].signals == {}
+    assert after.queries
+    assert all(q.error for q in after.queries)
+
+
 async def test_prometheus_down_gives_missing_signals_and_errors() -> None:
     """Nothing listening: no exception, every signal missing, every query has an error."""
     async with PrometheusSource(url="http://127.0.0.1:9", timeout=2.0) as src:
