@@ -67,8 +67,11 @@ def test_json_report_has_exactly_the_contract_keys(result: SimulationResult) -> 
     for figures in [*models.values(), document["total"]]:
         assert isinstance(figures, dict)
         assert list(figures) == MODEL_KEYS
-        assert list(figures["queue_wait_s"]) == ["p50", "p95", "p99", "max"]
-        assert list(figures["ttft_s"]) == ["p50", "p95", "p99"]
+        waits, ttft = figures["queue_wait_s"], figures["ttft_s"]
+        assert isinstance(waits, dict)
+        assert isinstance(ttft, dict)
+        assert list(waits) == ["p50", "p95", "p99", "max"]
+        assert list(ttft) == ["p50", "p95", "p99"]
     json.dumps(document, allow_nan=False)  # strict JSON: no NaN or Infinity
 
 

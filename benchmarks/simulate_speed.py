@@ -1,0 +1,153 @@
+"""How fast the simulator runs: prints wall time, simulated seconds per wall second, peak memory.
+
+1. The Azure 2023 conversation trace (19,366 requests, bundled) spread over the homelab's
+   four models (seeded random assignment), under ``scaler`` (target: under 3 s): as recorded
+   (58 min; far beyond three CPU nodes, so queues grow and the drain cuts them off), and
+   stretched 20x in time (19.6 h) so the homelab serves it. The stretched run is dominated
+   by ``decide_all`` every 5 s of virtual time, which the no-request baseline shows.
+2. A synthetic 24 h trace of 1,000,000 requests over the four models (Poisson), on a cluster
+   scaled up to serve it (12 nodes, replicas.max 40), under ``scaler`` (targets: under 60 s
+   and under 1 GiB peak memory).
+
+Each is printed next to a baseline measured in the same run: the same scenario with no
+requests at all (ticks, scrapes and decide_all only), so the per-request cost shows.
+Run: ``python benchmarks/simulate_speed.py``.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scaler.core import ModelPolicy  # noqa: E402
+from scaler.simulation.engine import simulate  # noqa: E402
+from scaler.simulation.scaler_policy import ScalerPolicy  # noqa: E402
+from scaler.simulation.scenario import PreparedScenario, Scenario, prepare  # noqa: E402
+from scaler.simulation.traces import (  # noqa: E402
+    TokenSizes,
+    Trace,
+    TraceSource,
+    merge,
+    poisson,
+    read_trace,
+)
+
+HOMELAB = ROOT / "simulations" / "homelab.yaml"
+CONVERSATION = ROOT / "simulations" / "traces" / "azure_llm_2023_conv.csv"
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def timed(prepared: PreparedScenario) -> tuple[float, float, int]:
+    """(wall seconds, simulated seconds, requests) of one scaler run."""
+    started = time.perf_counter()
+    result = simulate(prepared, ScalerPolicy(prepared.policies, keep_decisions=False))
+    return time.perf_counter() - started, result.duration, len(result.arrival)
+
+
+def report(label: str, prepared: PreparedScenario) -> None:
+    """Run the scenario with and without its requests; print both."""
+    wall, simulated, requests = timed(prepared)
+    empty = replace(prepared, trace=_empty_like(prepared))
+    base_wall, base_simulated, _ = timed(empty)
+    print(f"{label}")
+    print(f"  requests: {requests:,}; simulated: {simulated / 3600:.1f} h")
+    print(f"  wall: {wall:.2f} s; simulated seconds per wall second: {simulated / wall:,.0f}")
+    print(
+        f"  baseline, same scenario with no requests ({base_simulated / 3600:.1f} h): "
+        f"{base_wall:.2f} s"
+    )
+    if requests:
+        per_request = (wall - base_wall * simulated / base_simulated) / requests * 1e6
+        print(f"  per request beyond the baseline: {per_request:.1f} µs")
+    print(f"  peak RSS so far: {peak_rss_mib():,.0f} MiB")
+
+
+def _empty_like(prepared: PreparedScenario) -> Trace:
+    """No requests, but one at the original last arrival so the horizon stays the same."""
+    trace = prepared.trace
+    last = len(trace) - 1
+    keep = np.zeros(len(trace), dtype=bool)
+    keep[last] = True
+    return Trace(
+        trace.models, trace.time[keep], trace.model[keep], trace.prompt[keep], trace.output[keep]
+    )
+
+
+def azure_over_four_models(time_scale: float) -> PreparedScenario:
+    """The conversation trace, each request assigned to one of the four models (seeded)."""
+    homelab = prepare(HOMELAB)
+    names = homelab.models
+    loaded = read_trace(TraceSource(CONVERSATION, names[0]), names).trace
+    rng = np.random.default_rng(1)
+    # Shares: tinyllama and mistral carry most chat, deepseek some, mixtral a little.
+    model = rng.choice(len(names), size=len(loaded), p=[0.45, 0.3, 0.2, 0.05])
+    trace = Trace(names, loaded.time, model.astype(np.int64), loaded.prompt, loaded.output)
+    return replace(homelab, trace=trace.time_scaled(time_scale))
+
+
+def _bigger(policy: ModelPolicy) -> ModelPolicy:
+    document: dict[str, Any] = policy.model_dump(by_alias=True, mode="json", exclude_none=True)
+    document["replicas"]["max"] = 40
+    document["placement"]["maxPerNode"] = 8
+    return ModelPolicy.model_validate(document)
+
+
+def synthetic_million() -> PreparedScenario:
+    """24 h, 1,000,000 requests (Poisson per model), on a cluster big enough to serve them."""
+    homelab = prepare(HOMELAB)
+    names = homelab.models
+    day = 86_400.0
+    # Rates per model (req/s), summing to 1e6 / 86,400 = 11.57 req/s.
+    rates = {"tinyllama": 8.0, "mistral-7b": 2.0, "deepseek-coder": 1.2, "mixtral-8x7b": 0.3742}
+    sizes = {
+        "tinyllama": TokenSizes(200, 50),
+        "mistral-7b": TokenSizes(300, 100),
+        "deepseek-coder": TokenSizes(400, 40),
+        "mixtral-8x7b": TokenSizes(200, 100),
+    }
+    parts = [
+        poisson(name, rate=rates[name], duration=day, sizes=sizes[name], seed=i)
+        for i, name in enumerate(names)
+    ]
+    trace = merge(parts).relabel(names)
+    document = homelab.scenario.model_dump(by_alias=True, mode="json")
+    document["nodes"] = [{"name": f"node-{i}", "allocatableGiB": 90.0} for i in range(12)]
+    document["traffic"] = []
+    scenario = Scenario.model_validate(document)
+    policies = tuple(_bigger(p) for p in homelab.policies)
+    return PreparedScenario(homelab.path, scenario, policies, trace, ())
+
+
+def main() -> None:
+    """Print the figures."""
+    print(f"peak RSS after imports: {peak_rss_mib():,.0f} MiB")
+    report(
+        "Azure 2023 conversation trace over the four models, as recorded, scaler",
+        azure_over_four_models(1.0),
+    )
+    report(
+        "Azure 2023 conversation trace over the four models, time x20, scaler",
+        azure_over_four_models(20.0),
+    )
+    started = time.perf_counter()
+    million = synthetic_million()
+    print(f"(generating the 1M-request trace took {time.perf_counter() - started:.2f} s)")
+    assert len(million.trace) > 990_000, len(million.trace)
+    report("Synthetic 24 h, ~1,000,000 requests, four models, 12 nodes, scaler", million)
+
+
+if __name__ == "__main__":
+    main()
