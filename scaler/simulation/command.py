@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Annotated, Self
@@ -36,11 +36,17 @@ def default_scenario() -> Path:
 class ProgressBar:
     """A progress bar on stderr, shown only on a terminal and once a run passes ~2 s."""
 
-    def __init__(self, *, console: Console | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        console: Console | None = None,
+        clock: Callable[[], float] = time.monotonic,  # used for testing
+    ) -> None:
         self.console = console or Console(stderr=True)
+        self._clock = clock
         self._progress: Progress | None = None
         self._task: TaskID | None = None
-        self._started = time.monotonic()
+        self._started = clock()
         self._label = ""
 
     def __enter__(self) -> Self:
@@ -65,7 +71,7 @@ class ProgressBar:
         if not self.console.is_terminal:
             return
         if self._progress is None:
-            if time.monotonic() - self._started < PROGRESS_AFTER_SECONDS:
+            if self._clock() - self._started < PROGRESS_AFTER_SECONDS:
                 return
             self._progress = Progress(
                 TextColumn("{task.description}"),

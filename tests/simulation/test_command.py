@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
 import yaml
+from rich.console import Console
 from typer.testing import CliRunner
 
 from scaler.cli import app
 from scaler.policy import check_file
+from scaler.simulation.command import PROGRESS_AFTER_SECONDS, ProgressBar
 from scaler.simulation.traces import TokenSizes, merge, poisson, write_canonical
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,3 +193,28 @@ def test_tune_refuses_an_unknown_model(tiny: Path) -> None:
     result = runner.invoke(app, ["tune", "--scenario", str(tiny), "--model", "gpt-4"])
     assert result.exit_code == 1
     assert "unknown model 'gpt-4'" in result.output
+
+
+def test_progress_bar_stays_silent_off_a_terminal() -> None:
+    """Not a TTY: no output at all, however long the run."""
+    stream = io.StringIO()
+    ticks = iter([0.0, 60.0, 60.0])  # the run lasts a minute
+    bar = ProgressBar(console=Console(file=stream, force_terminal=False), clock=lambda: next(ticks))
+    with bar:
+        bar.run("scaler")
+        bar(50.0, 100.0)
+    assert stream.getvalue() == ""
+
+
+def test_progress_bar_shows_on_a_terminal_once_a_run_is_long() -> None:
+    """On a terminal, a run past the threshold gets a bar with its label."""
+    stream = io.StringIO()
+    ticks = iter([0.0, 1.0, PROGRESS_AFTER_SECONDS + 1.0])
+    console = Console(file=stream, force_terminal=True, width=80)
+    bar = ProgressBar(console=console, clock=lambda: next(ticks))
+    with bar:
+        bar.run("scaler")
+        bar(10.0, 100.0)
+        assert stream.getvalue() == ""  # a short run shows nothing
+        bar(50.0, 100.0)
+    assert "scaler" in stream.getvalue()
