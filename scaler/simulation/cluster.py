@@ -66,6 +66,7 @@ class VirtualPod:
     readied_at: float = math.nan  # when it did become ready
     ended_at: float = math.nan
     busy: int = 0
+    warm: bool = False  # running before the simulation began: no cold start
     # Requests on this pod: request index -> (decode start, stream rate tokens/s, output tokens).
     running: dict[int, tuple[float, float, int]] = field(default_factory=dict)
 
@@ -194,6 +195,7 @@ class VirtualCluster:
             for pod in pods:
                 if pod.phase == PodPhase.STARTING:
                     pod.ready_at = now
+                    pod.warm = True
                     self.mark_ready(pod)
 
     # --- views -----------------------------------------------------------------------------

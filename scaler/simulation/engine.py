@@ -18,8 +18,8 @@ Requests (per model, one FIFO queue):
   ``hpa`` and ``keda`` (Prometheus scaler, no HTTP add-on) have nothing to hold it, so the
   ingress answers 503 and the request is dropped; when their last Ready pod goes away, the
   requests waiting for it are dropped too (the connections are closed);
-- the run lasts until ``drainSeconds`` after the last arrival (or ``durationSeconds``); a
-  request still waiting or running then counts as dropped (its client gave up).
+- the run lasts until ``drainSeconds`` after the last arrival; a request still waiting or
+  running then counts as dropped (its client gave up).
 
 Every request ends exactly once as served or dropped (`SimulationResult.status`); the
 engine raises `ConservationError` if it would be finished twice or left unfinished.
@@ -87,13 +87,17 @@ class ModelSeries:
 
 @dataclass(frozen=True)
 class PodRecord:
-    """One pod's life: created, placed, ready and ended times (NaN: did not happen)."""
+    """One pod's life: created, placed, ready and ended times (NaN: did not happen).
+
+    `warm` pods were running before the simulation began: they cost, but loaded nothing.
+    """
 
     model: int
     created: float
     placed: float
     ready: float
     ended: float
+    warm: bool
 
 
 @dataclass(frozen=True)
@@ -430,7 +434,7 @@ class Simulation:
             self.progress(horizon, horizon)
 
         records = tuple(
-            PodRecord(p.model, p.created, p.placed_at, p.readied_at, p.ended_at)
+            PodRecord(p.model, p.created, p.placed_at, p.readied_at, p.ended_at, p.warm)
             for p in cluster.all_pods()
         )
         series = tuple(_series(rows[m], seen[m]) for m in range(n_models))

@@ -14,7 +14,8 @@ emits exactly those keys. Definitions:
   ``null`` when nothing was served;
 - ``replica_seconds``: time pods held memory on a node (loading, ready or draining);
   ``gib_hours``: the same weighted by the pod's memory request, the cost measure;
-- ``cold_starts``: pods that loaded the model; ``scale_events``: changes of
+- ``cold_starts``: pods that loaded the model (the warm replicas the run starts with do
+  not count); ``scale_events``: changes of
   ``spec.replicas``; ``max_replicas``: the highest ``spec.replicas``; ``unplaceable_s``:
   pod-seconds spent Pending because no node had room.
 
@@ -132,7 +133,7 @@ def build_report(result: SimulationResult) -> SimulationReport:
         end = horizon if math.isnan(pod.ended) else min(pod.ended, horizon)
         if not math.isnan(pod.placed):
             replica_s[pod.model] += max(0.0, end - pod.placed)
-            cold[pod.model] += 1
+            cold[pod.model] += 0 if pod.warm else 1
         waited_until = end if math.isnan(pod.placed) else pod.placed
         pending_s[pod.model] += max(0.0, waited_until - pod.created)
     events = [0] * len(result.models)

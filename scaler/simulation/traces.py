@@ -28,7 +28,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeAlias
@@ -85,21 +85,6 @@ class Trace:
         if model not in self.models:
             return 0
         return int(np.count_nonzero(self.model == self.models.index(model)))
-
-    def select(self, models: Iterable[str]) -> Trace:
-        """Only the requests of `models` (model names keep their order in `self.models`)."""
-        wanted = [m for m in self.models if m in set(models)]
-        keep = np.isin(self.model, [self.models.index(m) for m in wanted])
-        remap = np.full(len(self.models), -1, dtype=np.int64)
-        for i, name in enumerate(wanted):
-            remap[self.models.index(name)] = i
-        return Trace(
-            tuple(wanted),
-            self.time[keep],
-            remap[self.model[keep]],
-            self.prompt[keep],
-            self.output[keep],
-        )
 
     def relabel(self, models: Sequence[str]) -> Trace:
         """The same requests with model indices into `models` (a superset of `self.models`)."""

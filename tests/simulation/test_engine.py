@@ -119,11 +119,13 @@ def test_pods_become_ready_after_their_cold_start() -> None:
     """A replica requested at t=100 is starting for its cold start (8 s), then ready."""
     prepared = make_scenario(steady(0.01, 300), policies=[make_policy("tinyllama")])
     autoscaler = Fixed({"tinyllama": 2}, at=100.0)
-    Simulation(prepared, autoscaler).run()
+    result = Simulation(prepared, autoscaler).run()
     by_time = {v.now: v.models["tinyllama"] for v in autoscaler.views}
     assert by_time[105.0].ready_replicas == 1
     assert by_time[105.0].spec_replicas == 2
     assert by_time[110.0].ready_replicas == 2
+    # The warm replica the run starts with loaded nothing: one cold start.
+    assert build_report(result).models["tinyllama"].cold_starts == 1
 
 
 def test_pods_that_do_not_fit_stay_pending_and_count_as_unplaceable() -> None:
