@@ -444,10 +444,17 @@ class ControlLoop:
     async def _actuate(
         self,
         decisions: Mapping[str, Decision],
-        next_states: Mapping[str, ModelState],
+        next_states: dict[str, ModelState],
         observed: ClusterObservation,
         now: float,
     ) -> dict[str, str]:
+        """Write what the leader owns; a failed write keeps the model's previous state.
+
+        decide() records the change it asks for in the next state (its step-limit budget);
+        when our write of that change failed, committing the state would spend the budget on a
+        change that never happened and block the retry. Keeping the previous state makes the
+        next tick decide as if this one had not asked.
+        """
         assert self._kube is not None
         writes: dict[str, str] = {}
         for model, decision in decisions.items():
@@ -460,6 +467,9 @@ class ControlLoop:
                 writes[model] = outcome.result
                 if outcome.result == "ok" and deployment.replicas == 0:
                     self._cold_start_began[model] = now
+                if outcome.result not in ("ok", "unchanged"):
+                    next_states[model] = self.states[model]
+                    continue
             await self._persist(policy, next_states[model], now)
         return writes
 

@@ -20,7 +20,7 @@ from scaler.live.actuator import Actuator
 from scaler.live.cluster_reader import ClusterReader
 from scaler.live.kube import KubernetesApi
 from scaler.live.leader import LeaderElector
-from scaler.live.loop import ControlLoop, KubernetesSide, NoMetrics
+from scaler.live.loop import ControlLoop, KubernetesSide, NoMetrics, TickResult
 from scaler.policy import load_policies
 from tests.builders import POLICIES
 from tests.live.kube_standin import KubeStandIn
@@ -187,11 +187,11 @@ class Adapter:
     elector: LeaderElector | None
     identity: str
 
-    async def tick(self) -> None:
+    async def tick(self) -> TickResult:
         """One leader-election step, then one control tick."""
         if self.elector is not None:
             await self.elector.step()
-        await self.loop.tick()
+        return await self.loop.tick()
 
 
 AdapterFactory = Callable[..., Adapter]

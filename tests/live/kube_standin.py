@@ -347,6 +347,9 @@ class KubeStandIn:
         self._rv = itertools.count(100)
         self._released = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self._clients: list[k8s.ApiClient] = []
+        self._holding = 0
+        self._held_transports: list[asyncio.BaseTransport] = []
         self._tmp = tempfile.TemporaryDirectory(prefix="kube-standin-")
         self.ca_file = Path(self._tmp.name) / "ca.pem"
         self.ca.cert_pem.write_to_path(str(self.ca_file))
@@ -358,7 +361,9 @@ class KubeStandIn:
         """Listen on 127.0.0.1 on a free port, over TLS."""
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            app, handle_signals=False, shutdown_timeout=1.0, handler_cancellation=True
+        )
         await self._runner.setup()
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
@@ -370,8 +375,25 @@ class KubeStandIn:
     async def close(self) -> None:
         """Release held requests and stop listening."""
         self._released.set()
+        for _ in range(200):  # let held handlers answer before the server goes (bounded)
+            if not self._holding:
+                break
+            await asyncio.sleep(0.01)
+        for api_client in self._clients:
+            api_client.close()
         if self._runner is not None:
+            server = self._runner.server
+            open_transports = [c.transport for c in server.connections] if server else []
             await self._runner.cleanup()
+            # A connection whose client timed out would wait for a TLS close_notify that
+            # never comes; abort them so no socket outlives the event loop.
+            for transport in (*self._held_transports, *open_transports):
+                # asyncio's TLS transport has no public handle on its socket transport.
+                raw = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
+                for each in (transport, raw):
+                    if isinstance(each, asyncio.Transport):
+                        each.abort()
+            await asyncio.sleep(0.01)  # abort() closes the socket on the next loop turn
         self._tmp.cleanup()
 
     def configuration(self, *, token: str = TOKEN) -> k8s.Configuration:
@@ -383,8 +405,10 @@ class KubeStandIn:
         return configuration
 
     def api_client(self, *, token: str = TOKEN) -> k8s.ApiClient:
-        """An official ApiClient talking to the stand-in."""
-        return k8s.ApiClient(self.configuration(token=token))
+        """An official ApiClient talking to the stand-in (closed with the stand-in)."""
+        api_client = k8s.ApiClient(self.configuration(token=token))
+        self._clients.append(api_client)
+        return api_client
 
     # ---- seeding ----------------------------------------------------------------------------
 
@@ -542,35 +566,8 @@ class KubeStandIn:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         route = _parse_path(request.path)
         verb = _verb(request.method, route) if route else request.method.lower()
-        status: int | None = None
-        try:
-            if request.headers.get("Authorization") != f"Bearer {TOKEN}":
-                raise StandInError(401, "Unauthorized", "Unauthorized")
-            if route is None:
-                raise StandInError(404, "NotFound", f"the server could not find {request.path}")
-            fault = self._take_fault(verb, route)
-            if fault is not None and not fault.after_apply:
-                if fault.timeout:
-                    await self._hold()
-                    return web.Response(status=504)
-                raise StandInError(
-                    fault.status,
-                    "Conflict" if fault.status == 409 else "InternalError",
-                    f"injected fault: {fault.status}",
-                )
-            body = await self._dispatch(request, verb, route)
-            status = 201 if verb == "create" else 200
-            if fault is not None:  # after_apply: the change is made, the answer never comes
-                status = None
-                await self._hold()
-                return web.Response(status=504)
-            return web.json_response(body, status=status)
-        except StandInError as exc:
-            status = exc.code
-            return web.json_response(
-                status_object(exc.code, exc.reason, exc.message), status=status
-            )
-        finally:
+
+        def record(status: int | None) -> None:
             self.requests.append(
                 RecordedRequest(
                     method=request.method,
@@ -587,10 +584,47 @@ class KubeStandIn:
                 )
             )
 
-    async def _hold(self) -> None:
+        try:
+            if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+                raise StandInError(401, "Unauthorized", "Unauthorized")
+            if route is None:
+                raise StandInError(404, "NotFound", f"the server could not find {request.path}")
+            fault = self._take_fault(verb, route)
+            if fault is not None and not fault.after_apply:
+                if fault.timeout:
+                    record(None)  # recorded now: the test may look before the stand-in closes
+                    await self._hold(request)
+                    return web.Response(status=504)
+                raise StandInError(
+                    fault.status,
+                    "Conflict" if fault.status == 409 else "InternalError",
+                    f"injected fault: {fault.status}",
+                )
+            body = await self._dispatch(request, verb, route)
+            if fault is not None:  # after_apply: the change is made, the answer never comes
+                record(None)
+                await self._hold(request)
+                return web.Response(status=504)
+            status = 201 if verb == "create" else 200
+            record(status)
+            return web.json_response(body, status=status)
+        except StandInError as exc:
+            record(exc.code)
+            failure = status_object(exc.code, exc.reason, exc.message)
+            return web.json_response(failure, status=exc.code)
+
+    async def _hold(self, request: web.Request) -> None:
         """Keep a request unanswered until the stand-in closes (bounded)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._released.wait(), timeout=30.0)
+        if request.transport is not None:
+            # Aborted at close: its client gave up, and a TLS close would wait for a peer
+            # that is gone, leaving the socket open past the event loop.
+            self._held_transports.append(request.transport)
+        self._holding += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._released.wait(), timeout=30.0)
+        finally:
+            self._holding -= 1
 
     async def _json_body(self, request: web.Request) -> Any:
         try:
