@@ -136,9 +136,7 @@ def _decide(
         else (state.idle_since if state.idle_since is not None else now)
     )
     recommendations = state.recommendations
-    changes = tuple(
-        (t, delta) for t, delta in state.scale_changes if now - t < _longest_period(policy)
-    )
+    changes = _observed_changes(state, current, policy, now)
     if policy.on_demand and current == 0:
         desired = max(1, demand) if active else 0
         reasons.append(Reason.SCALE_FROM_ZERO if active else Reason.IDLE_AT_ZERO)
@@ -170,8 +168,6 @@ def _decide(
             desired = max(cap, floor)
             reasons.append(Reason.PLACEMENT_CAP)
     desired = _bound(desired, policy, reasons)
-    if desired != current:
-        changes = (*changes, (now, desired - current))
 
     decision = Decision(
         model=policy.model,
@@ -195,6 +191,7 @@ def _decide(
         starting_since=starting_since,
         last_desired=desired,
         scale_changes=changes,
+        observed_replicas=current,
     )
     return decision, next_state
 
@@ -275,6 +272,8 @@ def _hold(
         idle_since=None,
         starting_since=starting_since,
         last_desired=desired,
+        scale_changes=_observed_changes(state, current, policy, now),
+        observed_replicas=current,
     )
     return decision, next_state
 
@@ -332,8 +331,20 @@ def _sustained_slope(points: Sequence[tuple[float, float]]) -> float:
     return max(0.0, min(_slope(points[:half]), _slope(points[half:])))
 
 
-def _longest_period(policy: ModelPolicy) -> float:
-    return max(policy.scale_up.period_seconds, policy.scale_down.period_seconds)
+def _observed_changes(
+    state: ModelState, current: int, policy: ModelPolicy, now: float
+) -> tuple[tuple[float, int], ...]:
+    """Replica changes seen within the longest step-limit period, this tick's included.
+
+    A change counts against the step limit when it shows in the observed count, not when
+    it is decided: the HPA applies a decision up to a sync period (15 s) later, and a
+    decision counted before it lands would cancel itself on the next tick.
+    """
+    period = max(policy.scale_up.period_seconds, policy.scale_down.period_seconds)
+    changes = tuple((t, delta) for t, delta in state.scale_changes if now - t < period)
+    if state.observed_replicas is not None and current != state.observed_replicas:
+        changes = (*changes, (now, current - state.observed_replicas))
+    return changes
 
 
 def _stabilize(

@@ -134,8 +134,10 @@ class ModelState:
     # When replicas were first seen starting in the current cold start.
     starting_since: float | None = None
     last_desired: int | None = None
-    # (time, change in desired replicas) inside the longest step-limit period.
+    # (time, change in observed replicas) inside the longest step-limit period.
     scale_changes: tuple[tuple[float, int], ...] = ()
+    # The current replica count seen on the previous tick (to notice changes).
+    observed_replicas: int | None = None
 
     def to_json(self) -> dict[str, JsonValue]:
         """A JSON-ready dict (for the Deployment annotation and the simulator's state dumps)."""
@@ -148,6 +150,7 @@ class ModelState:
             "startingSince": self.starting_since,
             "lastDesired": self.last_desired,
             "scaleChanges": [[t, d] for t, d in self.scale_changes],
+            "observedReplicas": self.observed_replicas,
         }
 
     @classmethod
@@ -168,6 +171,11 @@ class ModelState:
                 starting_since=_opt_float(data.get("startingSince")),
                 scale_changes=tuple(
                     (_number(t), int(_number(d))) for t, d in _pairs(data.get("scaleChanges", []))
+                ),
+                observed_replicas=(
+                    None
+                    if data.get("observedReplicas") is None
+                    else int(_number(data["observedReplicas"]))
                 ),
                 last_desired=(
                     None if data.get("lastDesired") is None else int(_number(data["lastDesired"]))

@@ -155,21 +155,33 @@ def test_step_limit_bounds_one_decision() -> None:
 
 
 def test_step_limit_counts_changes_within_the_period() -> None:
-    """Two replicas added at t=0 use up the 15 s scale-up budget until t=15."""
+    """Two replicas seen added at t=5 use up the 15 s scale-up budget until t=20."""
     policy = make_policy(replicas={"max": 10})
     first, state = decide(
         make_observation(queue=20, current=1), policy, ModelState(), NO_CLUSTER, 0.0
     )
     assert first.desired_replicas == 3
     blocked, state = decide(
-        make_observation(queue=20, rate=2.0, current=3), policy, state, NO_CLUSTER, 10.0
+        make_observation(queue=20, rate=2.0, current=3), policy, state, NO_CLUSTER, 5.0
     )
     assert blocked.desired_replicas == 3
     assert Reason.STEP_LIMITED in blocked.reasons
     later, _ = decide(
-        make_observation(queue=20, rate=2.0, current=3), policy, state, NO_CLUSTER, 15.0
+        make_observation(queue=20, rate=2.0, current=3), policy, state, NO_CLUSTER, 20.0
     )
     assert later.desired_replicas == 5
+
+
+def test_a_decision_not_applied_yet_is_repeated_not_cancelled() -> None:
+    """Until the HPA applies 3 -> 2, every tick keeps asking for 2 (nothing counts it yet)."""
+    policy = make_policy(scaleDown={"stabilizationSeconds": 0})
+    state = ModelState()
+    for now in (0.0, 5.0, 10.0):
+        decision, state = decide(
+            make_observation(queue=4, current=3), policy, state, NO_CLUSTER, now
+        )
+        assert decision.desired_replicas == 2
+        assert Reason.STEP_LIMITED not in decision.reasons
 
 
 def test_bounds_cap_at_max_and_raise_to_min() -> None:
