@@ -380,7 +380,7 @@ class KubeStandIn:
                 break
             await asyncio.sleep(0.01)
         for api_client in self._clients:
-            api_client.close()
+            api_client.close()  # type: ignore[no-untyped-call]  # the client ships no types here
         if self._runner is not None:
             server = self._runner.server
             open_transports = [c.transport for c in server.connections] if server else []

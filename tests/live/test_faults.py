@@ -4,6 +4,9 @@ scale-up, 503 only after the staleness limit, and a clear log line for each faul
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import pytest
 from structlog.testing import capture_logs
 
@@ -23,7 +26,7 @@ from tests.live.kube_standin import KubeStandIn
 MIXTRAL = "mixtral-8x7b"
 
 
-def events(logs: list[dict[str, object]]) -> set[object]:
+def events(logs: Sequence[Mapping[str, Any]]) -> set[object]:
     """The event names of captured log lines."""
     return {e["event"] for e in logs}
 
@@ -149,7 +152,8 @@ async def test_scale_conflict_with_a_change_we_had_not_seen_is_not_overwritten(
     async def read_then_race(namespace: str, name: str) -> DeploymentView:
         view = await original(namespace, name)
         if name == MIXTRAL:
-            await adapter.api.patch_scale(namespace, name, 1, resource_version=view.resource_version)
+            version = view.resource_version
+            await adapter.api.patch_scale(namespace, name, 1, resource_version=version)
         return view
 
     adapter.api.read_deployment = read_then_race  # type: ignore[method-assign]

@@ -63,7 +63,7 @@ def test_initial_state_never_scales_down_early(policies: list[ModelPolicy]) -> N
     """A fresh start at 2 replicas with demand for 1 holds 2 (the down window counts anew),
     where decide()'s bare ModelState() would drop at once."""
     mixtral = policy_named(policies, MIXTRAL)
-    observation = make_observation(MIXTRAL, queue=0.0, inflight=2.0, tokens=5.0, rate=0.0, current=2)
+    observation = make_observation(MIXTRAL, inflight=2.0, tokens=5.0, current=2)
     bare, _ = decide(observation, mixtral, ModelState(), ClusterState(), 1000.0)
     seeded, _ = decide(observation, mixtral, initial_state(2, 1000.0), ClusterState(), 1000.0)
     assert bare.desired_replicas == 1  # the hazard the seeding removes
