@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import structlog
@@ -60,6 +61,8 @@ _REASONS: Final = {
     503: "ServiceUnavailable",
 }
 _KNOWN_METRICS: Final = frozenset(EXTERNAL_METRICS)
+_JSON_HEADERS: Final = {"Content-Type": _JSON}
+_MAX_CACHED_ANSWERS: Final = 1024
 
 Clock = Callable[[], float]
 """Seconds since the epoch; injected so tests drive staleness without sleeping."""
@@ -148,17 +151,25 @@ class _Routes:
     clock: Clock
     models_by_namespace: Mapping[str, frozenset[str]] | None
     discovery: tuple[bytes, bytes, bytes]
+    # raw path and query -> (store version, fresh until, body) of a 200 answer. The HPA asks
+    # the same question every sync; the answer holds until a publish or the staleness limit.
+    answers: dict[str, tuple[int, float, bytes]] = field(default_factory=dict)
 
     async def group_list(self, _request: web.Request) -> web.Response:
-        return web.Response(body=self.discovery[0], content_type=_JSON)
+        return web.Response(body=self.discovery[0], headers=_JSON_HEADERS)
 
     async def group(self, _request: web.Request) -> web.Response:
-        return web.Response(body=self.discovery[1], content_type=_JSON)
+        return web.Response(body=self.discovery[1], headers=_JSON_HEADERS)
 
     async def resource_list(self, _request: web.Request) -> web.Response:
-        return web.Response(body=self.discovery[2], content_type=_JSON)
+        return web.Response(body=self.discovery[2], headers=_JSON_HEADERS)
 
     async def value_list(self, request: web.Request) -> web.Response:
+        now = self.clock()
+        cached = self.answers.get(request.raw_path)
+        if cached is not None and cached[0] == self.store.version and now <= cached[1]:
+            return web.Response(body=cached[2], headers=_JSON_HEADERS)
+        version = self.store.version
         namespace = request.match_info["namespace"]
         metric = request.match_info["metric"].lower()  # the HPA lowercases metric names
         if metric not in _KNOWN_METRICS:
@@ -186,8 +197,8 @@ class _Routes:
                 f"the server could not find the metric {metric} for namespace {namespace}"
                 f" and selector {selector_text!r}",
             )
-        now = self.clock()
         items = []
+        fresh_until = math.inf
         for model in selected:
             try:
                 value = self.store.value(metric, model, now)
@@ -208,13 +219,18 @@ class _Routes:
                     "value": format_quantity(value.value),
                 }
             )
+            fresh_until = min(fresh_until, value.fresh_until)
         body = {
             "kind": "ExternalMetricValueList",
             "apiVersion": GROUP_VERSION,
             "metadata": {},
             "items": items,
         }
-        return web.Response(body=_dumps(body), content_type=_JSON)
+        encoded = _dumps(body)
+        if len(self.answers) >= _MAX_CACHED_ANSWERS:
+            self.answers.clear()  # arbitrary selectors must not grow memory without bound
+        self.answers[request.raw_path] = (version, fresh_until, encoded)
+        return web.Response(body=encoded, headers=_JSON_HEADERS)
 
     async def healthz(self, _request: web.Request) -> web.Response:
         return web.Response(text="ok")

@@ -12,6 +12,7 @@ staleness limit. After that the API answers 503 so the HPA holds, except for
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,10 +33,16 @@ class StaleMetricError(LookupError):
 
 @dataclass(frozen=True, slots=True)
 class MetricValue:
-    """One external metric value and the time it describes."""
+    """One external metric value, the time it describes, and until when it may be served.
+
+    `fresh_until` is the last instant at which ``value()`` gives this same answer if nothing
+    is published meanwhile (infinite for a fallback, which lasts until the next decision);
+    the API server caches response bodies with it.
+    """
 
     value: float
     timestamp: float
+    fresh_until: float = math.inf
 
 
 class DecisionStore:
@@ -49,6 +56,12 @@ class DecisionStore:
         self._latest: dict[str, Decision] = {}
         self._last_good: dict[str, Decision] = {}
         self._history: deque[Decision] = deque(maxlen=history)
+        self._version = 0
+
+    @property
+    def version(self) -> int:
+        """Changes on every publish: an answer computed at one version holds until the next."""
+        return self._version
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -63,6 +76,7 @@ class DecisionStore:
         if decision.demand is not None:
             self._last_good[decision.model] = decision
         self._history.append(decision)
+        self._version += 1
 
     def latest(self, model: str) -> Decision | None:
         """The newest decision for `model`, None before the first tick."""
@@ -86,8 +100,10 @@ class DecisionStore:
         fresh = good is not None and now - good.time <= self._staleness
         if metric == EXTERNAL_DESIRED_REPLICAS:
             latest = self._latest.get(model)
-            if fresh and latest is not None:
-                return MetricValue(float(latest.desired_replicas), latest.time)
+            if fresh and good is not None and latest is not None:
+                return MetricValue(
+                    float(latest.desired_replicas), latest.time, good.time + self._staleness
+                )
             if latest is not None and Reason.FALLBACK in latest.reasons:
                 return MetricValue(float(latest.desired_replicas), latest.time)
             raise StaleMetricError(f"no fresh data for model {model}")
@@ -96,4 +112,4 @@ class DecisionStore:
         signal = _SIGNAL_BY_METRIC[metric]
         if signal not in good.signals:
             raise StaleMetricError(f"signal {signal.value} not read for model {model}")
-        return MetricValue(good.signals[signal], good.time)
+        return MetricValue(good.signals[signal], good.time, good.time + self._staleness)

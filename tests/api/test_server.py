@@ -217,6 +217,24 @@ async def test_one_stale_model_among_selected_makes_the_list_503(
     assert_status(await json_of(client, DESIRED, 503), 503, "ServiceUnavailable")
 
 
+async def test_repeated_question_turns_stale_on_time(wiring: Wiring, client: Client) -> None:
+    """An answer given once is not reused past the staleness limit: the same URL turns 503."""
+    path = f"{QUEUE}?labelSelector=model%3Dmistral-7b"
+    assert (await json_of(client, path))["items"][0]["value"] == "1500m"
+    wiring.clock.now = START + STALENESS + 1
+    assert_status(await json_of(client, path, 503), 503, "ServiceUnavailable")
+
+
+async def test_repeated_question_sees_a_new_decision(wiring: Wiring, client: Client) -> None:
+    """A publish between two identical requests changes the second answer."""
+    path = f"{DESIRED}?labelSelector=model%3Dmistral-7b"
+    assert (await json_of(client, path))["items"][0]["value"] == "2"
+    wiring.store.publish(make_decision(time=START + 5, desired=5))
+    wiring.clock.now = START + 5
+    item = (await json_of(client, path))["items"][0]
+    assert (item["value"], item["timestamp"]) == ("5", "2026-09-21T14:13:25Z")
+
+
 # --- probes, metrics, debug
 
 

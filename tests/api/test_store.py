@@ -113,3 +113,17 @@ def test_recent_is_newest_first_and_bounded(store: DecisionStore) -> None:
         store.publish(make_decision(time=START + i))
     assert [d.time for d in store.recent(3)] == [START + 9, START + 8, START + 7]
     assert len(store.recent()) == 8
+
+
+def test_fresh_until_is_the_staleness_deadline(store: DecisionStore) -> None:
+    """A fresh value says until when it holds: the good decision's time plus staleness."""
+    store.publish(make_decision())
+    assert store.value(QUEUE, "mistral-7b", START).fresh_until == START + STALENESS
+
+
+def test_every_publish_changes_the_version(store: DecisionStore) -> None:
+    """The version moves on each publish, so cached answers can tell they are outdated."""
+    before = store.version
+    store.publish(make_decision())
+    store.publish(make_decision())
+    assert store.version == before + 2
