@@ -118,8 +118,11 @@ def _decide(
         ),
         (now, arrivals),
     )
-    if current > 0:
-        projected_level = arrivals + _sustained_slope(history) * policy.cold_start.seconds
+    slope = _sustained_slope(history)
+    # At low request rates a 1m rate() is noisy (Poisson): only a rise of at least one
+    # replica's worth across the window counts as a trend, not a wobble.
+    if current > 0 and slope * policy.cold_start.trend_window_seconds >= 1.0:
+        projected_level = arrivals + slope * policy.cold_start.seconds
         projected = math.ceil(projected_level - _EPS)
         if _within(projected_level, current, policy.tolerance):
             projected = current

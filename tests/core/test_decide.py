@@ -226,16 +226,31 @@ def test_rising_trend_is_projected_cold_start_ahead() -> None:
     """A steadily rising rate adds the replicas it will need once new ones are ready."""
     policy = make_policy(replicas={"max": 10}, scaleUp={"maxStep": 10})
     state = ModelState()
-    # request rate rises 0.01 req/s every 5 s -> +0.18 req/s over the 90 s cold start
+    # request rate rises 0.02 req/s every 5 s -> +0.36 req/s over the 90 s cold start
     for tick in range(12):
         now = tick * 5.0
         decision, state = decide(
-            make_observation(rate=0.15 + 0.01 * tick, current=1), policy, state, NO_CLUSTER, now
+            make_observation(rate=0.15 + 0.02 * tick, current=1), policy, state, NO_CLUSTER, now
         )
-    level = (0.15 + 0.11) / 0.15
+    level = (0.15 + 0.22) / 0.15
     assert decision.demands[Signal.REQUEST_RATE] == math.ceil(level)
-    assert decision.desired_replicas == math.ceil(level + 0.01 / 5 * 90 / 0.15)
+    assert decision.desired_replicas == math.ceil(level + 0.02 / 5 * 90 / 0.15)
     assert Reason.TREND_PROJECTED in decision.reasons
+
+
+def test_a_rise_smaller_than_one_replica_is_not_projected() -> None:
+    """+0.8 replicas' worth over the 60 s window is a wobble at low rates, not a trend."""
+    policy = make_policy(replicas={"max": 10}, scaleUp={"maxStep": 10})
+    state = ModelState()
+    for tick in range(12):
+        decision, state = decide(
+            make_observation(rate=0.15 + 0.01 * tick, current=1),
+            policy,
+            state,
+            NO_CLUSTER,
+            tick * 5.0,
+        )
+    assert Reason.TREND_PROJECTED not in decision.reasons
 
 
 def test_falling_trend_is_not_projected() -> None:
