@@ -40,7 +40,7 @@ def test_quiet_night_keeps_always_on_model_at_min_without_flapping() -> None:
 
 def test_mixtral_session_after_hours_of_silence() -> None:
     """Hours at zero; the first held request wakes it at once; idle 15 min later it goes."""
-    policy = make_policy("mixtral-8x7b")
+    policy = make_policy("mixtral-8x7b", scaleToZero={"idleSeconds": 900})
     session = (4 * 3600.0, 4 * 3600.0 + 600.0)
 
     def load(t: float) -> dict[Signal, float]:
@@ -83,7 +83,7 @@ def test_prometheus_gap_never_scales_down() -> None:
 
 def test_mixtral_idle_clock_restarts_after_an_outage() -> None:
     """An outage in the middle of the idle period does not count as idle time."""
-    policy = make_policy("mixtral-8x7b")
+    policy = make_policy("mixtral-8x7b", scaleToZero={"idleSeconds": 900})
     driver = Driver(
         policy,
         lambda t: signals(),
