@@ -136,6 +136,9 @@ class LoopMetrics(Protocol):
     def observe_query(self, signal: str, duration_seconds: float, error: bool) -> None:
         """Count one Prometheus query."""
 
+    def observe_data_age(self, model: str, age_seconds: float) -> None:
+        """How old the newest sample read for `model` is."""
+
     def set_leader(self, leader: bool) -> None:
         """Whether this replica actuates."""
 
@@ -163,6 +166,9 @@ class NoMetrics:
         """Ignore."""
 
     def observe_query(self, signal: str, duration_seconds: float, error: bool) -> None:
+        """Ignore."""
+
+    def observe_data_age(self, model: str, age_seconds: float) -> None:
         """Ignore."""
 
     def set_leader(self, leader: bool) -> None:
@@ -287,6 +293,8 @@ class ControlLoop:
                 continue
             current, ready = replicas[policy.model]
             model_reading = reading.models.get(policy.model)
+            if model_reading is not None and model_reading.sample_time is not None:
+                self._metrics.observe_data_age(policy.model, now - model_reading.sample_time)
             observations[policy.model] = Observation(
                 model=policy.model,
                 signals=dict(model_reading.signals) if model_reading else {},

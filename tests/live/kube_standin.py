@@ -302,7 +302,7 @@ def apply_patch(target: JsonObject, content_type: str, body: Any) -> JsonObject:
     return patched
 
 
-def _selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
+def selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
     """Whether `labels` match a label-selector string (equality and set-based terms)."""
     terms: list[str] = []
     depth, start = 0, 0
@@ -717,7 +717,7 @@ class KubeStandIn:
             if group == route.group
             and resource == route.resource
             and (not route.namespace or namespace == route.namespace)
-            and _selector_matches(selector, obj["metadata"].get("labels") or {})
+            and selector_matches(selector, obj["metadata"].get("labels") or {})
         ]
         api_version, kind = _KIND_BY_RESOURCE[(route.group, route.resource)]
         return {
