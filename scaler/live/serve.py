@@ -24,7 +24,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -261,15 +261,11 @@ async def _elect(elector: LeaderElector, metrics: SelfMetrics, stop: asyncio.Eve
             await asyncio.wait_for(stop.wait(), timeout=RETRY_SECONDS)
 
 
-async def run_adapter(
-    adapter: Adapter,
-    *,
-    options: ServeOptions,
-    stop: asyncio.Event,
-    clock: Callable[[], float] = time.time,
-    on_listening: Callable[[ApiEndpoint], None] | None = None,  # used for testing
-) -> None:
-    """Serve the API and run the loop (and elector) until `stop` is set; then shut down."""
+@contextlib.asynccontextmanager
+async def serving(
+    adapter: Adapter, *, options: ServeOptions, clock: Callable[[], float] = time.time
+) -> AsyncIterator[ApiEndpoint]:
+    """The API server of `adapter`, listening until the block exits (the loop not started)."""
     host, port = parse_listen(options.listen)
     try:
         ssl_context, _generated = serving_ssl_context(
@@ -295,6 +291,20 @@ async def run_adapter(
             kubernetes=adapter.api is not None,
             identity=adapter.elector.identity if adapter.elector else None,
         )
+        yield endpoint
+
+
+async def run_adapter(
+    adapter: Adapter,
+    *,
+    options: ServeOptions,
+    stop: asyncio.Event,
+    clock: Callable[[], float] = time.time,
+    on_listening: Callable[[ApiEndpoint], None] | None = None,  # used for testing
+) -> None:
+    """Serve the API and run the loop (and elector) until `stop` is set; then shut down:
+    stop ticking, release the Lease, close the API server."""
+    async with serving(adapter, options=options, clock=clock) as endpoint:
         if on_listening is not None:
             on_listening(endpoint)
         tasks = [asyncio.create_task(adapter.loop.run(interval=options.interval, stop=stop))]
