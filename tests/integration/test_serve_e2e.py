@@ -20,6 +20,7 @@ real timestamps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -30,6 +31,7 @@ from typing import Any
 import kubernetes
 import pytest
 import trustme
+from structlog.testing import capture_logs
 
 from scaler.api.auth import CONFIGMAP_NAME, CONFIGMAP_NAMESPACE
 from scaler.api.server import ApiEndpoint
@@ -154,9 +156,12 @@ def policy() -> ModelPolicy:
     return make_policy("mixtral-8x7b", data={"staleAfterSeconds": 3600})
 
 
-@pytest.fixture
-async def running(world: World, policy: ModelPolicy, tmp_path: Path) -> AsyncIterator[Running]:
-    """Stand-in Kubernetes + the serve wiring on the real Prometheus, API listening."""
+@contextlib.asynccontextmanager
+async def serve_on(
+    prometheus_url: str, policy: ModelPolicy, tmp_path: Path
+) -> AsyncIterator[Running]:
+    """Stand-in Kubernetes (Mixtral at 0) + the serve wiring on `prometheus_url`, the API
+    listening; ticks are the caller's."""
     front_proxy, serving_ca = trustme.CA(), trustme.CA()
     standin = KubeStandIn()
     for i in (1, 2, 3):
@@ -189,7 +194,7 @@ async def running(world: World, policy: ModelPolicy, tmp_path: Path) -> AsyncIte
         tls_private_key_file=key_file,
     )
     try:
-        async with PrometheusSource(url=world.prometheus.url, window=WINDOW, timeout=5.0) as src:
+        async with PrometheusSource(url=prometheus_url, window=WINDOW, timeout=2.0) as src:
             adapter = await build_adapter(
                 options=options,
                 policies=[policy],
@@ -201,6 +206,13 @@ async def running(world: World, policy: ModelPolicy, tmp_path: Path) -> AsyncIte
                 yield Running(adapter, endpoint, standin, clock, ca_file, client_cert)
     finally:
         await standin.close()
+
+
+@pytest.fixture
+async def running(world: World, policy: ModelPolicy, tmp_path: Path) -> AsyncIterator[Running]:
+    """The adapter on the module's Prometheus."""
+    async with serve_on(world.prometheus.url, policy, tmp_path) as adapter:
+        yield adapter
 
 
 def close(served: str, expected: float) -> bool:
@@ -257,3 +269,60 @@ async def test_wake_serve_and_idle_to_zero(
     assert running.replicas() == 0
     assert running.standin.events[-1]["reason"] == Reason.SCALE_TO_ZERO.value
     assert await running.external("scaler-desired-replicas") == "0"
+
+
+async def external_status(running: Running, metric: str) -> int:
+    """The HTTP status the official client gets for `metric` (200 when it reads a value)."""
+    try:
+        await running.external(metric)
+    except kubernetes.client.exceptions.ApiException as exc:
+        return int(exc.status or 0)
+    return 200
+
+
+async def test_prometheus_down_at_start(tmp_path: Path) -> None:
+    """Nothing listens at the Prometheus URL: the adapter stays unready, writes nothing and
+    answers 503, and says why in its log."""
+    policy = make_policy("mixtral-8x7b")
+    async with serve_on("http://127.0.0.1:9", policy, tmp_path) as running:
+        with capture_logs() as logs:
+            await running.tick()
+            await running.tick()
+        assert not running.adapter.health.ready
+        assert running.standin.writes("deployments", "scale") == []
+        assert await external_status(running, "scaler-desired-replicas") == 503
+    assert "prometheus_unavailable" in {e["event"] for e in logs}
+
+
+async def test_prometheus_killed_mid_run(world: World, tmp_path: Path) -> None:
+    """A second real Prometheus scraping the idle Mixtral is SIGKILLed while Mixtral runs at 1:
+    it is never scaled to zero however long the outage, the last value is served until the
+    staleness limit (60 s) and 503 after it."""
+    doomed = PrometheusServer()
+    await asyncio.to_thread(doomed.start, world.prometheus.targets)
+    try:
+        await doomed.wait_for_async(
+            f'count_over_time({FORWARDED}{{model="{MIXTRAL}"}}[{WINDOW}]) >= 3', timeout=30
+        )
+        policy = make_policy("mixtral-8x7b")
+        rule = policy.scale_to_zero
+        assert rule is not None
+        async with serve_on(doomed.url, policy, tmp_path) as running:
+            running.standin.scale(NAMESPACE, MIXTRAL, 1)  # woken earlier
+            running.standin.set_ready(NAMESPACE, MIXTRAL, 1)
+            await running.tick()
+            state = running.adapter.loop.states[MIXTRAL]
+            assert state.idle_since is not None  # idle, with data: the timer runs
+            await asyncio.to_thread(doomed.kill)
+            with capture_logs() as logs:
+                running.clock.offset += 30
+                await running.tick()
+                assert await running.external("scaler-desired-replicas") == "1"
+                for _ in range(4):
+                    running.clock.offset += rule.idle_seconds / 2
+                    await running.tick()
+            assert running.replicas() == 1
+            assert await external_status(running, "scaler-queue-depth") == 503
+            assert "prometheus_unavailable" in {e["event"] for e in logs}
+    finally:
+        await asyncio.to_thread(doomed.stop)

@@ -512,6 +512,12 @@ class KubeStandIn:
         obj["status"]["replicas"] = obj["spec"]["replicas"]
         obj["metadata"]["resourceVersion"] = self._next_rv()
 
+    def scale(self, namespace: str, name: str, replicas: int) -> None:
+        """Play another writer (a person, the HPA): set spec.replicas."""
+        obj = self._objects[("apps", "deployments", namespace, name)]
+        obj["spec"]["replicas"] = replicas
+        obj["metadata"]["resourceVersion"] = self._next_rv()
+
     def bump(self, namespace: str, name: str) -> None:
         """Play a controller's status update: the Deployment's resourceVersion changes."""
         obj = self._objects[("apps", "deployments", namespace, name)]
