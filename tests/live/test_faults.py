@@ -268,3 +268,32 @@ async def test_follower_takes_over_after_the_leader_dies(
     assert b.elector.is_leader
     assert len(standin.writes("deployments", "scale")) == 1
     assert standin.events[-1]["reportingInstance"] == "scaler-b"
+
+
+async def test_new_leader_adopts_the_persisted_state(
+    make_adapter: AdapterFactory, standin: KubeStandIn, source: FakeSource, clock: VirtualClock
+) -> None:
+    """B's own idle timer was broken by a gap in its data; on taking over it reloads A's
+    persisted timer from the annotation, so Mixtral's idle period is not counted anew."""
+    await running_mixtral(make_adapter, standin, source, clock)
+    a = make_adapter("scaler-a")
+    b_source = FakeSource(clock=clock)
+    b = make_adapter("scaler-b", adapter_source=b_source)
+    await a.tick()
+    await b.tick()
+    a_idle_since = a.loop.states[MIXTRAL].idle_since
+    assert a_idle_since is not None
+    b_source.down = True  # B alone misses a tick: its idle run restarts
+    clock.advance(5)
+    await a.tick()
+    await b.tick()
+    b_source.down = False
+    clock.advance(5)
+    await a.tick()
+    await b.tick()
+    assert b.loop.states[MIXTRAL].idle_since != a_idle_since
+    clock.advance(16)  # A dies; its lease expires
+    await b.tick()
+    assert b.elector is not None
+    assert b.elector.is_leader
+    assert b.loop.states[MIXTRAL].idle_since == a_idle_since

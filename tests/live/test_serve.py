@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import kubernetes
 import pytest
 import structlog
@@ -27,7 +30,9 @@ from scaler.live.serve import (
     front_proxy_config,
     parse_listen,
     run_adapter,
+    serve,
 )
+from tests.builders import POLICIES
 from tests.live.conftest import LEASE_NAMESPACE, NAMESPACE, FakeSource
 from tests.live.kube_standin import KubeStandIn
 
@@ -176,3 +181,26 @@ async def test_serve_runs_scales_serves_and_releases_the_lease(
     lease = standin.lease(LEASE_NAMESPACE, "scaler")
     assert lease is not None
     assert lease["spec"].get("holderIdentity") is None  # released on shutdown
+
+
+async def test_sigterm_stops_a_no_kubernetes_serve(tmp_path: Path) -> None:
+    """`serve()` in --no-kubernetes mode answers /healthz, and SIGTERM ends it cleanly."""
+    options = ServeOptions(
+        policies=POLICIES,
+        prometheus_url="http://127.0.0.1:9",
+        listen="127.0.0.1:0",
+        interval=0.05,
+        no_kubernetes=True,
+        allow_anonymous=True,
+    )
+    endpoints: list[ApiEndpoint] = []
+    task = asyncio.create_task(serve(options=options, on_listening=endpoints.append))
+    await poll(lambda: bool(endpoints) or task.done())
+    assert endpoints, task
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{endpoints[0].url}/healthz", ssl=False) as response,
+    ):
+        assert response.status == 200
+    os.kill(os.getpid(), signal.SIGTERM)  # serve() installed its handler before listening
+    await asyncio.wait_for(task, timeout=10)
