@@ -2,13 +2,13 @@
 
 Two sources of data, two tests per query:
 
-* **live**: Prometheus (1 s scrapes) scrapes the adapter's self-metrics and the activator's
-  metrics while they change. `scaler serve` is not runnable yet, so the adapter side is the
-  adapter's own `scaler.api.selfmetrics.SelfMetrics`, fed with real `decide()` decisions for
-  every shipped policy (tests.builders.Driver), Prometheus query timings (one signal
-  failing), API requests, leadership, scale writes and cold starts; the activator side is
-  `scaler.activator.metrics.ActivatorMetrics` holding and forwarding requests. Every query
-  must return at least one sample.
+* **registries**: Prometheus (1 s scrapes) scrapes the adapter's metrics registry
+  (`scaler.api.selfmetrics.SelfMetrics`, fed with real `decide()` decisions for every
+  shipped policy, Prometheus query timings with one signal failing, API requests with 503s,
+  leadership, scale writes, cold starts) and the activator's (`ActivatorMetrics` holding,
+  forwarding, timing out, rejecting) while they change: every query must return at least
+  one sample, with errors, timeouts and rejections really non-zero. (The same queries
+  against the running adapter: test_queries_adapter.py.)
 * **backfill**: `scaler simulate --baseline scaler --openmetrics` (the bundled scenario),
   backfilled with `promtool tsdb create-blocks-from openmetrics`, Prometheus started on the
   blocks. The simulator exports the policy-level series only (replicas, signals, targets,
@@ -22,8 +22,6 @@ Template variables are substituted as Grafana would for "All": ``$model`` -> ``.
 
 from __future__ import annotations
 
-import http.server
-import json
 import re
 import threading
 import time
@@ -33,11 +31,12 @@ import pytest
 from typer.testing import CliRunner
 
 from scaler.activator.metrics import ActivatorMetrics, RejectReason
-from scaler.api.selfmetrics import EXPOSITION_CONTENT_TYPE, SelfMetrics
+from scaler.api.selfmetrics import SelfMetrics
 from scaler.cli import app
 from scaler.core import Signal
-from scaler.dashboards import render_all
 from tests.builders import Driver, homelab, make_policy, signals
+from tests.dashboards.exporters import RegistryEndpoint
+from tests.dashboards.panel_queries import IDS, QUERIES
 from tests.deploy.objects import policies
 from tests.deploy.promql import series_names
 from tests.integration.prometheus import (
@@ -49,26 +48,7 @@ from tests.integration.prometheus import (
 
 pytestmark = pytest.mark.prometheus
 
-SUBSTITUTIONS = {"$model": ".+", "$__rate_interval": "1m", "$__range": "1h"}
 WAIT_SECONDS = 30.0
-
-
-def _queries() -> list[tuple[str, str, str]]:
-    """(dashboard file, panel title, expr with variables substituted) for every target."""
-    found = []
-    for name, text in render_all().items():
-        for panel in json.loads(text)["panels"]:
-            for target in panel.get("targets", []):
-                expr = target["expr"]
-                for variable, value in SUBSTITUTIONS.items():
-                    expr = expr.replace(variable, value)
-                assert "$" not in expr.replace("$1", ""), expr
-                found.append((name, panel["title"], expr))
-    return found
-
-
-QUERIES = _queries()
-IDS = [f"{name.removesuffix('.json')}:{title}:{i}" for i, (name, title, _) in enumerate(QUERIES)]
 
 
 def _require_prometheus() -> None:
@@ -98,43 +78,17 @@ class _Exporters:
             for model in policies()
         }
         self._stop = threading.Event()
-        self._lock = threading.Lock()
-        exporters = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                with exporters._lock:
-                    body = exporters.adapter.exposition() + exporters.activator.exposition()
-                self.send_response(200)
-                self.send_header("Content-Type", EXPOSITION_CONTENT_TYPE)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._threads = [
-            threading.Thread(target=self._server.serve_forever, daemon=True),
-            threading.Thread(target=self._feed, daemon=True),
-        ]
-
-    @property
-    def address(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"{host!s}:{port}"
+        self.endpoint = RegistryEndpoint(self.adapter.exposition, self.activator.exposition)
+        self._feeder = threading.Thread(target=self._feed, daemon=True)
 
     def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
+        self.endpoint.start()
+        self._feeder.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._server.shutdown()
-        self._server.server_close()
-        for thread in self._threads:
-            thread.join(timeout=5)
+        self._feeder.join(timeout=5)
+        self.endpoint.stop()
 
     def _tick(self, tick: int) -> None:
         adapter, activator = self.adapter, self.activator
@@ -161,7 +115,7 @@ class _Exporters:
     def _feed(self) -> None:
         tick = 0
         while not self._stop.is_set() and tick < 10_000:  # bounded: ~80 min at 0.5 s
-            with self._lock:
+            with self.endpoint.lock:
                 self._tick(tick)
             tick += 1
             self._stop.wait(0.5)
@@ -175,7 +129,8 @@ def live() -> Iterator[PrometheusServer]:
     exporters.start()
     server = PrometheusServer()
     try:
-        server.start([ScrapeTarget(exporters.address, {"namespace": "scaler-system"}, "scaler")])
+        labels = {"namespace": "scaler-system"}
+        server.start([ScrapeTarget(exporters.endpoint.address, labels, "scaler")])
         server.wait_for_targets(timeout=WAIT_SECONDS)
         yield server
     finally:
