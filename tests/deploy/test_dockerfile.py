@@ -13,6 +13,7 @@ import json
 import re
 import tomllib
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any
 
 import pytest
@@ -117,6 +118,8 @@ def test_entrypoint_is_scaler_serve_and_exists_in_the_package() -> None:
     assert entrypoint == ["scaler", "serve"]
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["scripts"]["scaler"] == "scaler.cli:main"
+    installed = {e.name: e.value for e in entry_points(group="console_scripts")}
+    assert installed.get("scaler") == "scaler.cli:main", "pip install -e . to register it"
     commands = _commands()
     assert "activator" in commands
     if "serve" not in commands:
