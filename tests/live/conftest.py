@@ -211,7 +211,7 @@ def make_adapter(
         *,
         elect: bool = True,
         adapter_source: FakeSource | None = None,
-        request_timeout: float = 0.5,
+        request_timeout: float = 5.0,
         read_timeout: float = 1.0,
         metrics: NoMetrics | None = None,
         staleness: float = 60.0,

@@ -187,7 +187,7 @@ async def test_scale_timeout_after_apply_is_not_repeated(
     """A write that landed but whose answer timed out is seen on the next read: no second
     scale-up."""
     source.set(MIXTRAL, queue_depth=1.0)
-    adapter = make_adapter(request_timeout=0.3)
+    adapter = make_adapter(request_timeout=1.0)
     standin.fail_next("patch", "deployments", "scale", after_apply=True)
     first = await adapter.tick()
     assert first.scale_writes == {MIXTRAL: "timeout"}
@@ -205,7 +205,7 @@ async def test_deployment_read_timeout_skips_actuation_for_that_model(
     make_adapter: AdapterFactory, standin: KubeStandIn, source: FakeSource, clock: VirtualClock
 ) -> None:
     """A timed-out Deployment read is logged; the model is not actuated on an old read."""
-    adapter = make_adapter(request_timeout=0.3)
+    adapter = make_adapter(request_timeout=1.0)
     await adapter.tick()
     source.set(MIXTRAL, queue_depth=1.0)
     clock.advance(5)

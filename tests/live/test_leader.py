@@ -12,7 +12,7 @@ from tests.live.kube_standin import SCHEMA_VERSION, KubeStandIn
 
 def elector(standin: KubeStandIn, clock: VirtualClock, identity: str) -> LeaderElector:
     """An elector for the shared lease `scaler-system/scaler`."""
-    api = KubernetesApi(standin.api_client(), request_timeout=0.5)
+    api = KubernetesApi(standin.api_client(), request_timeout=5.0)
     return LeaderElector(
         api=api, namespace=LEASE_NAMESPACE, name="scaler", identity=identity, clock=clock
     )
