@@ -13,7 +13,9 @@ Two measurements per server and transport (plain HTTP and TLS):
 
 * throughput: ``wrk`` (1 thread, 16 connections) when installed, else an aiohttp client
   with 16 concurrent connections; requests/s and p50/p99 latency, the median of several
-  rounds that alternate between the servers (the machine is shared, load drifts);
+  rounds that alternate between the servers (the machine is shared, load drifts), and the
+  server process's CPU time per request (``cpu us``, from /proc: independent of the load
+  other processes put on the machine);
 * paced at 500 requests/s, p50/p99: wrk with a think time per connection (the latency of
   the server, without Python client jitter), and an open-loop aiohttp client (honest about
   queueing, but its own scheduling jitter on a loaded machine shows in the p99).
@@ -21,7 +23,7 @@ Two measurements per server and transport (plain HTTP and TLS):
 TLS runs have no client certificate (wrk cannot present one) and anonymous allowed; the
 handshake happens once per connection either way.
 
-    python benchmarks/api_throughput.py [--seconds 3] [--rounds 3] [--rate 500] [--no-tls]
+    python benchmarks/api_throughput.py [--seconds 3] [--rounds 3] [--rate 500] [--transport both]
 """
 
 from __future__ import annotations
@@ -285,6 +287,11 @@ class Server:
         port = int(self.process.stdout.readline())
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{port}"
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU the server process has used so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def __exit__(self, *_exc: object) -> None:
         assert self.process.stdin is not None
         self.process.stdin.close()
@@ -315,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per server")
     parser.add_argument("--rate", type=float, default=500.0, help="paced request rate")
-    parser.add_argument("--no-tls", action="store_true")
+    parser.add_argument("--transport", choices=("http", "https", "both"), default="both")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--tls", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -333,29 +340,36 @@ def main(argv: Sequence[str] | None = None) -> None:
         f" rounds (median); paced at {args.rate:.0f} req/s: wrk -c{PACED_CONNECTIONS} with think"
         f" time, and an aiohttp open-loop client, {args.seconds:.0f} s each, median of rounds"
     )
-    print(f"{'':19} {'throughput (max)':^33} | {'paced, wrk':^23} | {'paced, open loop':^23}")
+    print(f"{'':19} {'throughput (max)':^41} | {'paced, wrk':^23} | {'paced, open loop':^23}")
     header = (
         f"{'transport':9} {'server':9} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'vs bare':>8}"
+        f" {'cpu us':>7}"
         f" | {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} | {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}"
         f" {'errors':>6}"
     )
     print(header)
     print("-" * len(header))
-    for tls in (False,) if args.no_tls else (False, True):
+    transports = {"http": (False,), "https": (True,), "both": (False, True)}[args.transport]
+    for tls in transports:
         transport = "https" if tls else "http"
         with contextlib.ExitStack() as stack:
-            urls = {}
+            urls, servers = {}, {}
             for kind, selector in KINDS:
-                base = stack.enter_context(Server(kind, tls))
+                servers[kind] = server = Server(kind, tls)
+                base = stack.enter_context(server)
                 query = f"?labelSelector=model%3D{selector}" if selector else ""
                 urls[kind] = f"{base}{PATH}{query}"
             runs: dict[str, list[Figures]] = {kind: [] for kind, _ in KINDS}
+            cpu: dict[str, list[float]] = {kind: [] for kind, _ in KINDS}
             wrk_paced: dict[str, list[Figures]] = {kind: [] for kind, _ in KINDS}
             open_loop: dict[str, list[Figures]] = {kind: [] for kind, _ in KINDS}
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             for _ in range(args.rounds):  # interleaved, so load changes hit every server alike
                 for kind, _selector in KINDS:
+                    before = servers[kind].cpu_seconds()
                     runs[kind].append(measure(urls[kind], args.seconds, use_wrk))
+                    used = servers[kind].cpu_seconds() - before
+                    cpu[kind].append(used / (runs[kind][-1].rps * args.seconds) * 1e6)
                     if use_wrk:
                         wrk_paced[kind].append(
                             paced_wrk(urls[kind], args.rate, args.seconds, folder)
@@ -368,7 +382,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             errors = result.errors + loop.errors + wp.errors
             print(
                 f"{transport:9} {kind:9} {result.rps:8.0f} {result.p50_ms:7.2f}"
-                f" {result.p99_ms:7.2f} {result.rps / baseline:8.0%} | {wp.rps:7.0f}"
+                f" {result.p99_ms:7.2f} {result.rps / baseline:8.0%}"
+                f" {statistics.median(cpu[kind]):7.0f} | {wp.rps:7.0f}"
                 f" {wp.p50_ms:7.2f} {wp.p99_ms:7.2f} | {loop.rps:7.0f} {loop.p50_ms:7.2f}"
                 f" {loop.p99_ms:7.2f} {errors:6d}"
             )

@@ -119,6 +119,7 @@ class SelfMetrics:
             registry=r,
         )
         self._leader.set(0)
+        self._api_children: dict[tuple[str, int], Histogram] = {}
 
     def observe_decision(self, decision: Decision, policy: ModelPolicy) -> None:
         """Export one decision: replica gauges, signal values and targets, reasons counted."""
@@ -170,7 +171,11 @@ class SelfMetrics:
 
     def observe_api_request(self, path: str, code: int, duration_seconds: float) -> None:
         """Record one API request by route template (never the raw path) and status code."""
-        self._api_seconds.labels(path, str(code)).observe(duration_seconds)
+        key = (path, code)
+        child = self._api_children.get(key)
+        if child is None:  # labels() costs a lock and a tuple build per request otherwise
+            child = self._api_children[key] = self._api_seconds.labels(path, str(code))
+        child.observe(duration_seconds)
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format 0.0.4."""
