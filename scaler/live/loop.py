@@ -247,6 +247,8 @@ class ControlLoop:
         self._replicas: dict[str, ReplicaCountLike] = {}
         self._cold_start_began: dict[str, float] = {}
         self._ready = False
+        self._source_faults: set[str] = set()  # source faults of the last tick, by event
+        self._unknown: set[str] = set()  # models whose replica count is unknown
 
     @property
     def leader(self) -> bool:
@@ -306,8 +308,14 @@ class ControlLoop:
         for policy in self.policies:
             observation = observations.get(policy.model)
             if observation is None:
-                _log.warning("replicas_unknown", model=policy.model, action="not decided this tick")
-            elif policy.model not in self.states:
+                if policy.model not in self._unknown:  # once per outage, not every tick
+                    _log.warning(
+                        "replicas_unknown", model=policy.model, action="not decided meanwhile"
+                    )
+                self._unknown.add(policy.model)
+                continue
+            self._unknown.discard(policy.model)
+            if policy.model not in self.states:
                 self.states[policy.model] = initial_state(observation.current_replicas, now)
         decisions, next_states = decide_all(
             observations, deciding, {m: self.states[m] for m in observations}, cluster, now
@@ -332,25 +340,30 @@ class ControlLoop:
 
     # ---- observe --------------------------------------------------------------------------
 
+    def _report(self, faults: Mapping[str, Mapping[str, object]]) -> None:
+        """Log this tick's source faults: a warning when a fault starts, debug while it lasts
+        (an hour-long outage must not write 720 identical warnings), info when all clear."""
+        for event, fields in faults.items():
+            (_log.debug if event in self._source_faults else _log.warning)(event, **fields)
+        if self._source_faults and not faults:
+            _log.info("prometheus_recovered", after=sorted(self._source_faults))
+        self._source_faults = set(faults)
+
     async def _read_source(self, now: float) -> tuple[SourceReadingLike, bool]:
+        hold = "no data this tick: holding replicas"
         try:
             reading = await asyncio.wait_for(
                 self._source.read(self.policies), timeout=self._read_timeout
             )
         except TimeoutError:
-            _log.warning(
-                "prometheus_timeout",
-                timeout_seconds=self._read_timeout,
-                action="no data this tick: holding replicas",
-            )
+            timeout = {"timeout_seconds": self._read_timeout, "action": hold}
+            self._report({"prometheus_timeout": timeout})
             return _EmptyReading({}, ()), False
         except Exception as exc:  # any source failure is "no data", never a crash
-            _log.warning(
-                "prometheus_unavailable",
-                error=f"{type(exc).__name__}: {exc}",
-                action="no data this tick: holding replicas",
-            )
+            cause = {"error": f"{type(exc).__name__}: {exc}", "action": hold}
+            self._report({"prometheus_unavailable": cause})
             return _EmptyReading({}, ()), False
+        faults: dict[str, Mapping[str, object]] = {}
         failed = 0
         for query in reading.queries:
             error = bool(query.error)
@@ -358,14 +371,12 @@ class ControlLoop:
             self._metrics.observe_query(str(query.signal), query.duration_seconds, error)
         ok = not reading.queries or failed < len(reading.queries)
         if failed:
-            errors = sorted({str(q.error) for q in reading.queries if q.error})
-            _log.warning(
-                "prometheus_query_failed" if ok else "prometheus_unavailable",
-                failed=failed,
-                queries=len(reading.queries),
-                errors=errors[:3],
-                action="missing signals hold replicas",
-            )
+            faults["prometheus_query_failed" if ok else "prometheus_unavailable"] = {
+                "failed": failed,
+                "queries": len(reading.queries),
+                "errors": sorted({str(q.error) for q in reading.queries if q.error})[:3],
+                "action": "missing signals hold replicas",
+            }
         garbage = sorted(
             f"{m}:{s}"
             for m, r in reading.models.items()
@@ -373,11 +384,11 @@ class ControlLoop:
             if not (math.isfinite(v) and v >= 0.0)
         )
         if garbage:
-            _log.warning(
-                "prometheus_garbage_values",
-                series=garbage[:5],
-                action="non-finite or negative values ignored",
-            )
+            faults["prometheus_garbage_values"] = {
+                "series": garbage[:5],
+                "action": "non-finite or negative values ignored",
+            }
+        self._report(faults)
         return reading, ok
 
     async def _replica_counts(self) -> dict[str, tuple[int, int]]:

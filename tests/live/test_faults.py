@@ -297,3 +297,24 @@ async def test_new_leader_adopts_the_persisted_state(
     assert b.elector is not None
     assert b.elector.is_leader
     assert b.loop.states[MIXTRAL].idle_since == a_idle_since
+
+
+async def test_an_outage_warns_once_and_its_end_is_logged(
+    make_adapter: AdapterFactory, source: FakeSource, clock: VirtualClock
+) -> None:
+    """A long outage is one warning (repeats at debug level), and recovery one info line."""
+    adapter = make_adapter()
+    await adapter.tick()
+    source.down = True
+    with capture_logs() as logs:
+        for _ in range(5):
+            clock.advance(5)
+            await adapter.tick()
+        source.down = False
+        clock.advance(5)
+        await adapter.tick()
+    outage = [e["log_level"] for e in logs if e["event"] == "prometheus_unavailable"]
+    assert outage == ["warning"] + ["debug"] * 4
+    assert [e["event"] for e in logs if e["event"] == "prometheus_recovered"] == [
+        "prometheus_recovered"
+    ]
