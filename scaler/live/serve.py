@@ -137,7 +137,9 @@ def kubernetes_client(kubeconfig: Path | None) -> k8s.ApiClient:
             " (use --kubeconfig, or --no-kubernetes for a dry run)"
         ) from None
     configuration.retries = 0
-    return k8s.ApiClient(configuration)
+    api_client = k8s.ApiClient(configuration)
+    api_client.user_agent = "scaler"
+    return api_client
 
 
 async def front_proxy_config(

@@ -216,7 +216,9 @@ def make_adapter(
         metrics: NoMetrics | None = None,
         staleness: float = 60.0,
     ) -> Adapter:
-        api = KubernetesApi(standin.api_client(), request_timeout=request_timeout)
+        api = KubernetesApi(
+            standin.api_client(user_agent=identity), request_timeout=request_timeout
+        )
         elector = (
             LeaderElector(
                 api=api, namespace=LEASE_NAMESPACE, name="scaler", identity=identity, clock=clock

@@ -97,6 +97,7 @@ class RecordedRequest:
     status: int | None  # None: held without an answer (timeout fault)
     content_type: str
     query: Mapping[str, str] = field(default_factory=dict)
+    user_agent: str = ""
 
     @property
     def call(self) -> tuple[str, str, str, str]:
@@ -404,9 +405,12 @@ class KubeStandIn:
         configuration.retries = 0
         return configuration
 
-    def api_client(self, *, token: str = TOKEN) -> k8s.ApiClient:
-        """An official ApiClient talking to the stand-in (closed with the stand-in)."""
+    def api_client(self, *, token: str = TOKEN, user_agent: str | None = None) -> k8s.ApiClient:
+        """An official ApiClient talking to the stand-in (closed with the stand-in); a
+        `user_agent` tells the recorded requests of several clients apart."""
         api_client = k8s.ApiClient(self.configuration(token=token))
+        if user_agent is not None:
+            api_client.user_agent = user_agent
         self._clients.append(api_client)
         return api_client
 
@@ -587,6 +591,7 @@ class KubeStandIn:
                     status=status,
                     content_type=request.headers.get("Content-Type", ""),
                     query=dict(request.query),
+                    user_agent=request.headers.get("User-Agent", ""),
                 )
             )
 
