@@ -275,17 +275,21 @@ class ControlLoop:
         leader = self.leader
         if leader != self._was_leader:
             self._metrics.set_leader(leader)
-        reading, source_ok = await self._read_source(now)
         cluster_obs: ClusterObservation | None = None
         if self._kube is not None:
-            cluster_obs = await self._kube.reader.observe(self.policies)
-            replicas = {
-                m: (d.replicas, d.ready_replicas) for m, d in cluster_obs.deployments.items()
-            }
-            cluster = cluster_obs.cluster
-            self._load_states(cluster_obs, now, reload=leader and not self._was_leader)
+            # Prometheus and the Kubernetes API are read at the same time: a slow one does
+            # not delay the other's answer into the next tick.
+            (reading, source_ok), observed = await asyncio.gather(
+                self._read_source(now), self._kube.reader.observe(self.policies)
+            )
+            cluster_obs = observed
+            replicas = {m: (d.replicas, d.ready_replicas) for m, d in observed.deployments.items()}
+            cluster = observed.cluster
+            self._load_states(observed, now, reload=leader and not self._was_leader)
         else:
-            replicas = await self._replica_counts()
+            (reading, source_ok), replicas = await asyncio.gather(
+                self._read_source(now), self._replica_counts()
+            )
             cluster = ClusterState()  # placement unknown
         self._was_leader = leader
 
