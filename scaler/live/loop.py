@@ -473,10 +473,9 @@ class ControlLoop:
     ) -> dict[str, str]:
         """Write what the leader owns; a failed write keeps the model's previous state.
 
-        decide() records the change it asks for in the next state (its step-limit budget);
-        when our write of that change failed, committing the state would spend the budget on a
-        change that never happened and block the retry. Keeping the previous state makes the
-        next tick decide as if this one had not asked.
+        The next state describes a world in which this tick's decision was carried out; when
+        our write of it failed, the next tick decides as if this one had not asked (a write
+        that did land unseen, a timeout after apply, shows in the next read of the scale).
         """
         assert self._kube is not None
         writes: dict[str, str] = {}
