@@ -25,6 +25,12 @@ from multidict import CIMultiDictProxy
 PROBE_PATHS: Final = frozenset({"/healthz", "/livez", "/readyz"})
 """Always allowed: kubelet probes carry no client certificate."""
 
+PUBLIC_PATHS: Final = PROBE_PATHS | {"/metrics"}
+"""Served without authentication by default: the probes, and the self-metrics, which
+Prometheus scrapes without the aggregator's front-proxy certificate. /metrics carries
+replica counts, signal values and latencies, the same figures the external metrics API
+serves to the HPA, and no secret; the NetworkPolicy limits who reaches the port."""
+
 AUTHENTICATED_GROUP: Final = "system:authenticated"
 ANONYMOUS_USER: Final = "system:anonymous"
 UNAUTHENTICATED_GROUP: Final = "system:unauthenticated"
@@ -118,7 +124,7 @@ class Authenticator:
         config: RequestHeaderConfig | None = None,
         *,
         allow_anonymous: bool = False,
-        public_paths: Collection[str] = PROBE_PATHS,
+        public_paths: Collection[str] = PUBLIC_PATHS,
     ) -> None:
         self.config = config or RequestHeaderConfig()
         self.allow_anonymous = allow_anonymous

@@ -43,7 +43,7 @@ from scaler.api.auth import (
 from scaler.api.selfmetrics import Health, SelfMetrics
 from scaler.api.server import ApiEndpoint, build_app, serve_api
 from scaler.api.store import DecisionStore
-from scaler.api.tls import serving_ssl_context
+from scaler.api.tls import service_hosts, serving_ssl_context
 from scaler.core import ModelPolicy
 from scaler.live.actuator import Actuator
 from scaler.live.cluster_reader import ClusterReader
@@ -55,6 +55,7 @@ from scaler.sources import PrometheusSource
 
 LEASE_NAME = "scaler"
 DEFAULT_LEASE_NAMESPACE = "scaler-system"
+SERVICE_NAME = "scaler"  # the adapter's Service (manifests/workloads/service-scaler.yaml)
 
 _log = structlog.get_logger("scaler.live.serve")
 
@@ -274,6 +275,12 @@ async def serving(
             cert_file=options.tls_cert_file,
             key_file=options.tls_private_key_file,
             client_ca_pem=adapter.authenticator.config.client_ca_pem,
+            # The aggregator dials <service>.<namespace>.svc; with a caBundle the generated
+            # certificate must name it.
+            hosts=service_hosts(
+                SERVICE_NAME,
+                options.namespace or os.environ.get("POD_NAMESPACE") or DEFAULT_LEASE_NAMESPACE,
+            ),
         )
     except ValueError as exc:
         raise ServeError(str(exc)) from None

@@ -83,11 +83,13 @@ def test_anonymous_only_when_allowed() -> None:
     assert user == ANONYMOUS
 
 
-def test_probes_are_public_and_nothing_else() -> None:
-    """Only /healthz, /livez and /readyz skip authentication by default."""
+def test_probes_and_metrics_are_public_and_nothing_else() -> None:
+    """Only the probes and /metrics (scraped by Prometheus) skip authentication by default."""
     authenticator = Authenticator(CONFIG)
-    assert all(authenticator.is_public(p) for p in ("/healthz", "/livez", "/readyz"))
-    assert not authenticator.is_public("/metrics")
+    public = ("/healthz", "/livez", "/readyz", "/metrics")
+    assert all(authenticator.is_public(p) for p in public)
+    assert not authenticator.is_public("/apis/external.metrics.k8s.io/v1beta1")
+    assert not authenticator.is_public("/debug/decisions")
 
 
 def test_configmap_is_parsed_with_custom_headers() -> None:

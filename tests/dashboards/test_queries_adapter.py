@@ -124,7 +124,7 @@ async def test_every_dashboard_query_finds_data_from_a_running_adapter() -> None
             policies=POLICIES,
             prometheus_url=prometheus.url,
             listen="127.0.0.1:0",
-            allow_anonymous=True,
+            allow_anonymous=False,  # /metrics must be scrapeable without it
             interval=0.5,
             namespace="scaler-system",
             identity="scaler-0",
