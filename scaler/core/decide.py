@@ -366,6 +366,11 @@ def _stabilize(
     up_window = policy.scale_up.stabilization_seconds
     down_window = policy.scale_down.stabilization_seconds
     history = _since(state.recommendations, now - max(up_window, down_window))
+    if state.observed_replicas is None:
+        # A fresh state (first tick, or a restart that lost its state): like the HPA's
+        # first sync, the running count stands as a recommendation, so the down window
+        # holds it instead of dropping straight to this tick's demand.
+        history = ((now, current),)
     up_limit = min([demand, *(r for _, r in _since(history, now - up_window))])
     down_limit = max([demand, *(r for _, r in _since(history, now - down_window))])
     desired = min(max(current, up_limit), down_limit)

@@ -129,6 +129,18 @@ def test_scale_down_waits_for_the_down_window() -> None:
     assert late.desired_replicas == 2  # maxStep 1 down
 
 
+def test_a_fresh_state_holds_the_running_count_for_the_down_window() -> None:
+    """After a restart without state, 3 running replicas are not cut at once to demand 1."""
+    policy = make_policy()
+    first, state = decide(
+        make_observation(queue=1, current=3), policy, ModelState(), NO_CLUSTER, 0.0
+    )
+    assert first.desired_replicas == 3
+    assert Reason.STABILIZED_DOWN in first.reasons
+    later, _ = decide(make_observation(queue=1, current=3), policy, state, NO_CLUSTER, 301.0)
+    assert later.desired_replicas == 2
+
+
 def test_scale_up_stabilization_takes_lowest_recommendation() -> None:
     """With an up window, a burst must last the window before it adds replicas."""
     policy = make_policy(scaleUp={"stabilizationSeconds": 30})
