@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TypeVar
 from dataclasses import replace
 
 from scaler.core.placement import Occupancy
@@ -110,18 +111,12 @@ def _decide(
     # 3b. Project demand cold-start seconds ahead from a sustained rise in arrivals. Only
     # arrival-driven signals are extrapolated: a growing queue is as much a symptom of
     # missing capacity as of rising demand. Not at zero: a wake-up is a step, not a trend.
-    history = (
-        *(
-            (t, d)
-            for t, d in state.demand_history
-            if now - t <= policy.cold_start.trend_window_seconds and t < now
-        ),
-        (now, arrivals),
-    )
+    recent = _since(state.demand_history, now - policy.cold_start.trend_window_seconds - _EPS)
+    history = (*(p for p in recent if p[0] < now), (now, arrivals))
     slope = _sustained_slope(history)
     # At low request rates a 1m rate() is noisy (Poisson): only a rise of at least one
     # replica's worth across the window counts as a trend, not a wobble.
-    if current > 0 and slope * policy.cold_start.trend_window_seconds >= 1.0:
+    if current > 0 and slope * policy.cold_start.trend_window_seconds >= 1.0 - 1e-6:
         projected_level = arrivals + slope * policy.cold_start.seconds
         projected = math.ceil(projected_level - _EPS)
         if _within(projected_level, current, policy.tolerance):
@@ -301,7 +296,10 @@ def _within(level: float, current: int, tolerance: float) -> bool:
     return current > 0 and abs(level / current - 1.0) <= tolerance + _EPS
 
 
-def _since(points: tuple[tuple[float, int], ...], cutoff: float) -> tuple[tuple[float, int], ...]:
+_Point = TypeVar("_Point", bound=tuple[float, float])
+
+
+def _since(points: tuple[_Point, ...], cutoff: float) -> tuple[_Point, ...]:
     """The time-ordered `points` strictly after `cutoff` (a slice: no copy when none expire)."""
     for index, (t, _) in enumerate(points):
         if t > cutoff:
@@ -311,15 +309,23 @@ def _since(points: tuple[tuple[float, int], ...], cutoff: float) -> tuple[tuple[
 
 def _slope(points: Sequence[tuple[float, float]]) -> float:
     """Least-squares slope of (t, value) points, per second; 0 with fewer than 2 points."""
-    if len(points) < 2:
-        return 0.0
     n = len(points)
-    mean_t = sum(t for t, _ in points) / n
-    mean_v = sum(v for _, v in points) / n
-    var_t = sum((t - mean_t) ** 2 for t, _ in points)
-    if var_t <= 0.0:
+    if n < 2:
         return 0.0
-    return sum((t - mean_t) * (v - mean_v) for t, v in points) / var_t
+    # One pass of plain sums (this runs twice per model per tick), on times relative to the
+    # first point: Unix times squared would cancel catastrophically.
+    origin = points[0][0]
+    sum_t = sum_v = sum_tt = sum_tv = 0.0
+    for absolute, v in points:
+        t = absolute - origin
+        sum_t += t
+        sum_v += v
+        sum_tt += t * t
+        sum_tv += t * v
+    var_t = sum_tt - sum_t * sum_t / n
+    if var_t <= 1e-12 * max(1.0, sum_tt):
+        return 0.0
+    return (sum_tv - sum_t * sum_v / n) / var_t
 
 
 def _sustained_slope(points: Sequence[tuple[float, float]]) -> float:

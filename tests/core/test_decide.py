@@ -250,6 +250,25 @@ def test_rising_trend_is_projected_cold_start_ahead() -> None:
     assert Reason.TREND_PROJECTED in decision.reasons
 
 
+def test_trend_is_the_same_on_unix_time() -> None:
+    """The live loop's clock is Unix time (~1.8e9 s): the slope must not lose precision."""
+    policy = make_policy(replicas={"max": 10}, scaleUp={"maxStep": 10})
+    results = []
+    for origin in (0.0, 1.8e9):
+        state = ModelState()
+        for tick in range(12):
+            decision, state = decide(
+                make_observation(rate=0.15 + 0.02 * tick, current=1),
+                policy,
+                state,
+                NO_CLUSTER,
+                origin + tick * 5.0,
+            )
+        results.append((decision.desired_replicas, decision.reasons))
+    assert results[0] == results[1]
+    assert Reason.TREND_PROJECTED in results[1][1]
+
+
 def test_a_rise_smaller_than_one_replica_is_not_projected() -> None:
     """+0.8 replicas' worth over the 60 s window is a wobble at low rates, not a trend."""
     policy = make_policy(replicas={"max": 10}, scaleUp={"maxStep": 10})
