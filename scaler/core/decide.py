@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TypeVar
 from dataclasses import replace
+from typing import TypeVar
 
 from scaler.core.placement import Occupancy
 from scaler.core.policy import FallbackMode, ModelPolicy
