@@ -13,8 +13,9 @@ This is the production path, step for step:
    scale-up rate) since scaler already stabilizes and limits steps, as the shipped
    manifests configure it;
 4. on-demand models: the HPA cannot leave 0 (ScalingDisabled) and its ``minReplicas`` is 1,
-   so scaler's actuator patches ``spec.replicas`` 0 -> 1 when the decision wakes the model
-   and N -> 0 when it decides zero; the HPA takes it from 1 up.
+   so scaler's actuator (``scaler.live.actuator.needs_write``) writes ``spec.replicas`` 0 -> N
+   (the decision) when the decision wakes the model and N -> 0 when it decides zero; the HPA
+   follows the decision from there.
 
 Requests that arrive at zero replicas are held by scaler's activator (engine: holds).
 """
@@ -93,11 +94,10 @@ class ScalerPolicy:
             if not policy.on_demand:
                 continue
             spec = view.models[name].spec_replicas
-            # The actuator's part: the HPA can neither leave nor reach zero.
-            if spec == 0 and desired >= 1:
-                wanted[name] = 1
-            elif spec > 0 and desired == 0:
-                wanted[name] = 0
+            # The actuator's part (as scaler.live.actuator writes it): the HPA can neither
+            # leave nor reach zero, so zero crossings are written as decided.
+            if desired != spec and (spec == 0 or desired == 0):
+                wanted[name] = desired
         if view.now + 1e-9 >= self._next_sync:
             self._next_sync += self._hpas_period()
             for name, hpa in self._hpas.items():

@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scaler.core import ModelPolicy, Reason
+from scaler.core import ClusterState, ModelPolicy, Node, Reason
+from scaler.simulation.autoscaler import ClusterView, ModelView
 from scaler.simulation.comparison import make_autoscaler
 from scaler.simulation.engine import SERVED, simulate
 from scaler.simulation.oracle import Oracle
 from scaler.simulation.report import build_report
 from scaler.simulation.scaler_policy import ScalerPolicy
 from scaler.simulation.traces import TokenSizes, Trace, merge, poisson, sessions
-from tests.builders import make_policy
+from tests.builders import make_observation, make_policy
 from tests.simulation.scenario_builders import make_scenario
 from tests.simulation.test_engine import Fixed
 
@@ -54,6 +55,24 @@ def test_scaler_wakes_an_on_demand_model_and_holds_its_first_request() -> None:
     # Seen at the next scrape (<=15 s) and tick (<=5 s), then a 40 s cold start.
     assert 40.0 <= wait <= 40.0 + 15.0 + 5.0 + 1e-6
     assert any(Reason.SCALE_FROM_ZERO in d.reasons for d in result.decisions)
+
+
+def test_scaler_wakes_an_on_demand_model_to_the_decided_count_between_hpa_syncs() -> None:
+    """Like the live actuator, the wake-up writes the decision (2), not 1, off an HPA sync."""
+    policy = make_policy("mixtral-8x7b", scaleUp={"maxStep": 3})
+    scaler = ScalerPolicy([policy])
+    cluster = ClusterState(nodes=tuple(Node(f"n{i}", 90.0) for i in range(3)), pods=())
+
+    def view(now: float, queue: int) -> ClusterView:
+        observation = make_observation(
+            policy.model, queue=queue, inflight=queue, rate=0.0, current=0, sample_time=now
+        )
+        model = ModelView(policy.model, observation, 0, 0, queue)
+        return ClusterView(now, {policy.model: model}, cluster)
+
+    assert scaler.tick(view(0.0, 0)) == {}  # the HPA syncs at 0 s, 15 s, ...
+    assert scaler.tick(view(5.0, 10)) == {policy.model: 2}
+    assert scaler.decisions[-1].desired_replicas == 2
 
 
 def test_scaler_returns_an_idle_on_demand_model_to_zero() -> None:
