@@ -97,13 +97,14 @@ class DecisionStore:
                 f"the server could not find the metric {metric} for model {model}"
             )
         good = self._last_good.get(model)
-        fresh = good is not None and now - good.time <= self._staleness
+        # One deadline for both the check and fresh_until, so a cached answer (served while
+        # now <= fresh_until) turns stale at exactly the instant value() does.
+        deadline = -math.inf if good is None else good.time + self._staleness
+        fresh = now <= deadline
         if metric == EXTERNAL_DESIRED_REPLICAS:
             latest = self._latest.get(model)
-            if fresh and good is not None and latest is not None:
-                return MetricValue(
-                    float(latest.desired_replicas), latest.time, good.time + self._staleness
-                )
+            if fresh and latest is not None:
+                return MetricValue(float(latest.desired_replicas), latest.time, deadline)
             if latest is not None and Reason.FALLBACK in latest.reasons:
                 return MetricValue(float(latest.desired_replicas), latest.time)
             raise StaleMetricError(f"no fresh data for model {model}")
@@ -112,4 +113,4 @@ class DecisionStore:
         signal = _SIGNAL_BY_METRIC[metric]
         if signal not in good.signals:
             raise StaleMetricError(f"signal {signal.value} not read for model {model}")
-        return MetricValue(good.signals[signal], good.time, good.time + self._staleness)
+        return MetricValue(good.signals[signal], good.time, deadline)

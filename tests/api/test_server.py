@@ -235,6 +235,19 @@ async def test_repeated_question_sees_a_new_decision(wiring: Wiring, client: Cli
     assert (item["value"], item["timestamp"]) == ("5", "2026-09-21T14:13:25Z")
 
 
+async def test_repeated_list_turns_stale_with_its_oldest_model(
+    wiring: Wiring, client: Client
+) -> None:
+    """A cached list of several models expires at the earliest of their limits, not later."""
+    wiring.clock.now = START + 30
+    for model in MODELS:
+        if model != "mistral-7b":  # neither first nor last in the list
+            wiring.store.publish(make_decision(model, time=wiring.clock.now))
+    assert len((await json_of(client, DESIRED))["items"]) == len(MODELS)
+    wiring.clock.now = START + STALENESS + 1  # mistral-7b (published at START) is now stale
+    assert_status(await json_of(client, DESIRED, 503), 503, "ServiceUnavailable")
+
+
 # --- probes, metrics, debug
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from scaler.api.metric_names import EXTERNAL_BY_SIGNAL, EXTERNAL_DESIRED_REPLICAS
@@ -127,3 +129,14 @@ def test_every_publish_changes_the_version(store: DecisionStore) -> None:
     store.publish(make_decision())
     store.publish(make_decision())
     assert store.version == before + 2
+
+
+def test_stale_exactly_after_fresh_until() -> None:
+    """value() answers up to and including fresh_until and refuses just after it, also when
+    time + staleness rounds (0.2 s at Unix time): the API's cache relies on that bound."""
+    store = DecisionStore(MODELS, staleness_seconds=0.2)
+    store.publish(make_decision())
+    deadline = store.value(QUEUE, "mistral-7b", START).fresh_until
+    assert store.value(QUEUE, "mistral-7b", deadline).value == 1.5
+    with pytest.raises(StaleMetricError):
+        store.value(QUEUE, "mistral-7b", math.nextafter(deadline, math.inf))
