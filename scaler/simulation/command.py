@@ -24,13 +24,15 @@ DEFAULT_SCENARIO = Path("simulations") / "homelab.yaml"
 PROGRESS_AFTER_SECONDS = 2.0
 
 
-def default_scenario() -> Path:
+def default_scenario() -> Path | None:
     """The bundled homelab scenario: in the current directory's checkout, else next to the
-    package's source tree (editable installs)."""
-    here = Path.cwd() / DEFAULT_SCENARIO
-    if here.is_file():
-        return here
-    return Path(__file__).resolve().parents[2] / DEFAULT_SCENARIO
+    package's source tree (editable installs); None when neither has it (a non-editable
+    install run outside the checkout: the scenario, its traces and policies are not part of
+    the installed package)."""
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (root / DEFAULT_SCENARIO).is_file():
+            return root / DEFAULT_SCENARIO
+    return None
 
 
 class ProgressBar:
@@ -96,6 +98,11 @@ def _prepare(
     scenario: Path | None, trace: Sequence[str], policies: Path | None
 ) -> PreparedScenario:
     path = scenario if scenario is not None else default_scenario()
+    if path is None:
+        raise _fail(
+            f"no scenario given and no bundled {DEFAULT_SCENARIO} in {Path.cwd()}: run from "
+            "the root of the scaler checkout, or pass --scenario FILE"
+        )
     if not path.is_file():
         raise _fail(f"{path}: scenario file not found")
     try:

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from scaler.cli import app
 from scaler.policy import check_file
+from scaler.simulation import command
 from scaler.simulation.command import PROGRESS_AFTER_SECONDS, ProgressBar
 from scaler.simulation.traces import TokenSizes, merge, poisson, write_canonical
 
@@ -141,6 +142,18 @@ def test_simulate_reports_a_bad_trace_with_file_and_line(tiny: Path, tmp_path: P
     result = runner.invoke(app, ["simulate", "--scenario", str(tiny), "--trace", str(bad)])
     assert result.exit_code == 1
     assert f"{bad}:2: output_tokens: negative token count -2" in result.output
+
+
+def test_simulate_without_a_scenario_outside_the_checkout_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A non-editable install run away from the checkout has no bundled scenario: say so."""
+    monkeypatch.chdir(tmp_path)
+    installed = tmp_path / "site-packages" / "scaler" / "simulation" / "command.py"
+    monkeypatch.setattr(command, "__file__", str(installed))
+    result = runner.invoke(app, ["simulate", "--baseline", "oracle"])
+    assert result.exit_code == 1
+    assert "run from the root of the scaler checkout, or pass --scenario FILE" in result.output
 
 
 def test_validate_accepts_the_bundled_scenario() -> None:
