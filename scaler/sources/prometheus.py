@@ -42,6 +42,8 @@ from scaler.sources.templates import (
     SERIES_LABEL,
     PlannedQuery,
     check_window,
+    common_matchers,
+    model_matcher,
     parse_matcher,
     plan_queries,
 )
@@ -344,26 +346,22 @@ def _ksm_counts(
 def _up_queries(
     policies: Sequence[ModelPolicy], model_label: str
 ) -> list[tuple[str, tuple[ModelPolicy, ...]]]:
-    """One ``up`` query per distinct set of non-model matchers (one, for the shipped policies);
-    a policy without a ``model="<its name>"`` matcher gets its own."""
+    """One ``up`` query per distinct set of non-model matchers (one, for the shipped policies),
+    batched by the same rule as the signal queries; a policy without a ``model="<its name>"``
+    matcher gets its own."""
     groups: dict[tuple[str, ...], list[ModelPolicy]] = {}
-    singles: list[ModelPolicy] = []
+    plans: list[tuple[str, tuple[ModelPolicy, ...]]] = []
     for policy in policies:
-        parsed = [parse_matcher(m) for m in policy.matchers]
-        own = [m for m in parsed if m.name == model_label]
-        if len(own) == 1 and own[0].op == "=" and own[0].value == policy.model:
-            common = tuple(sorted(str(m) for m in parsed if m.name != model_label))
+        common = common_matchers(policy, model_label)
+        if common is not None:
             groups.setdefault(common, []).append(policy)
         else:
-            singles.append(policy)
-    plans: list[tuple[str, tuple[ModelPolicy, ...]]] = []
+            matchers = ",".join(str(parse_matcher(m)) for m in policy.matchers)
+            plans.append((_up_query(matchers, model_label), (policy,)))
     for common, members in groups.items():
-        models = "|".join(sorted(p.model for p in members))
-        matchers = ",".join((*common, f'{model_label}=~"{models}"'))
+        models = sorted({p.model for p in members})
+        matchers = ",".join((*common, model_matcher(model_label, models)))
         plans.append((_up_query(matchers, model_label), tuple(members)))
-    for policy in singles:
-        matchers = ",".join(str(parse_matcher(m)) for m in policy.matchers)
-        plans.append((_up_query(matchers, model_label), (policy,)))
     return plans
 
 

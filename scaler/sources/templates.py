@@ -266,7 +266,7 @@ def plan_queries(
     groups: dict[tuple[Engine, tuple[str, ...]], list[ModelPolicy]] = {}
     singles: list[ModelPolicy] = []
     for policy in policies:
-        common = _common_matchers(policy, model_label)
+        common = common_matchers(policy, model_label)
         if common is None:
             singles.append(policy)
         else:
@@ -279,11 +279,11 @@ def plan_queries(
             alone.extend(p for p in members if signal.value in p.queries)
             if batch:
                 models = tuple(sorted({p.model for p in batch}))
-                model_matcher = _model_matcher(model_label, models)
+                by_model = model_matcher(model_label, models)
                 query = render_combined(
                     DEFAULT_TEMPLATES[engine][signal],
-                    matchers=",".join((*common, model_matcher)),
-                    model_matchers=model_matcher,
+                    matchers=",".join((*common, by_model)),
+                    model_matchers=by_model,
                     window=window,
                     model_label=model_label,
                 )
@@ -305,7 +305,7 @@ def _plan_single(
         query = render_combined(
             template,
             matchers=",".join(str(parse_matcher(m)) for m in policy.matchers),
-            model_matchers=_model_matcher(model_label, (policy.model,)),
+            model_matchers=model_matcher(model_label, (policy.model,)),
             window=window,
             model_label=model_label,
         )
@@ -321,9 +321,10 @@ def _plan_single(
     return PlannedQuery(signal, policy.engine, query, (policy.model,), batched=False)
 
 
-def _common_matchers(policy: ModelPolicy, model_label: str) -> tuple[str, ...] | None:
-    """The policy's matchers other than ``model="<its name>"``, normalised and sorted; None
-    when the policy has no such matcher (it cannot share a batch)."""
+def common_matchers(policy: ModelPolicy, model_label: str) -> tuple[str, ...] | None:
+    """The policy's matchers other than ``model="<its name>"``, normalised and sorted: policies
+    with equal common matchers share a batched query. None when the policy has no such
+    matcher (it cannot share a batch)."""
     parsed = [parse_matcher(m) for m in policy.matchers]
     own = Matcher(model_label, "=", policy.model)
     if own not in parsed or any(m.name == model_label and m != own for m in parsed):
@@ -331,7 +332,8 @@ def _common_matchers(policy: ModelPolicy, model_label: str) -> tuple[str, ...] |
     return tuple(sorted(str(m) for m in parsed if m != own))
 
 
-def _model_matcher(model_label: str, models: Sequence[str]) -> str:
+def model_matcher(model_label: str, models: Sequence[str]) -> str:
+    """The matcher selecting `models` (sorted, distinct) by `model_label`."""
     # Policy names are RFC 1123 labels ([a-z0-9-]): nothing to escape in a regex.
     if len(models) == 1:
         return f'{model_label}="{models[0]}"'
