@@ -16,9 +16,9 @@ File formats (ARCHITECTURE.md, "Traces"):
 The last two carry no model: they are mapped onto one with ``FILE:MODEL``. A canonical CSV
 may be mapped too (every row then goes to MODEL).
 
-Bad input is an error naming the file and line (`TraceError`): a malformed row, a model not
-in the scenario, a negative or non-integer token count, a negative or non-finite timestamp,
-an empty trace. One case is repaired instead, with a warning: timestamps out of order are
+Bad input is an error naming the file and line (`TraceError`): bytes that are not UTF-8, a
+malformed row, a model not in the scenario, a negative or non-integer token count, a negative
+or non-finite timestamp, an empty trace. The file is read once, whole. One case is repaired instead, with a warning: timestamps out of order are
 sorted (stably), because merged logs of several front ends commonly interleave by a few
 milliseconds; the warning names the first line out of order and how many rows moved.
 """
@@ -26,9 +26,10 @@ milliseconds; the warning names the first line out of order and how many rows mo
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeAlias
@@ -216,25 +217,22 @@ def read_trace(source: TraceSource, known_models: Sequence[str]) -> LoadedTrace:
         raise TraceError(
             path, f"unknown model {source.model!r}; expected one of: {', '.join(known_models)}"
         )
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            first = handle.readline()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TraceError(path, f"cannot read trace: {exc}") from None
+    text = _read_text(path)
+    first = text.split("\n", 1)[0]
     if not first.strip():
         raise TraceError(path, "empty trace file", 1)
     if first.lstrip().startswith("{"):
         if source.model is None:
             raise TraceError(path, "a Mooncake JSONL trace has no model: use FILE:MODEL")
-        columns = _read_mooncake(path)
+        columns = _read_mooncake(path, text)
     else:
         header = tuple(h.strip() for h in next(csv.reader([first])))
         if header == CANONICAL_HEADER:
-            columns = _read_canonical(path, known_models, source.model)
+            columns = _read_canonical(path, text, known_models, source.model)
         elif header == AZURE_HEADER:
             if source.model is None:
                 raise TraceError(path, "an Azure trace has no model column: use FILE:MODEL")
-            columns = _read_azure(path)
+            columns = _read_azure(path, text)
         else:
             raise TraceError(
                 path,
@@ -244,6 +242,30 @@ def read_trace(source: TraceSource, known_models: Sequence[str]) -> LoadedTrace:
                 1,
             )
     return _to_trace(path, columns, known_models, source.model)
+
+
+def _read_text(path: Path) -> str:
+    """The whole file, read once; bytes that are not UTF-8 are an error naming their line."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TraceError(path, f"cannot read trace: {exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise TraceError(path, f"not UTF-8 text: {exc.reason}", line) from None
+
+
+def _csv_rows(path: Path, text: str) -> Iterator[tuple[int, list[str]]]:
+    """(line, row) for each row after the header; a CSV syntax error names its line."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        next(reader)
+        for row in reader:
+            yield reader.line_num, row
+    except csv.Error as exc:
+        raise TraceError(path, f"malformed CSV: {exc}", reader.line_num) from None
 
 
 @dataclass
@@ -288,47 +310,39 @@ def _time_field(path: Path, line: int, name: str, text: str) -> float:
     return value
 
 
-def _read_canonical(path: Path, known: Sequence[str], mapped: str | None) -> _Columns:
+def _read_canonical(path: Path, text: str, known: Sequence[str], mapped: str | None) -> _Columns:
     cols = _Columns([], [], [], [], [])
     known_set = set(known)
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle)
-        next(reader)
-        for row in reader:
-            line = reader.line_num
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if len(row) != 4:
-                raise TraceError(path, f"expected 4 fields, got {len(row)}: {row!r}", line)
-            model = row[1].strip() if mapped is None else mapped
-            if model not in known_set:
-                raise TraceError(
-                    path, f"unknown model {model!r}; expected one of: {', '.join(known)}", line
-                )
-            cols.time.append(_time_field(path, line, "timestamp", row[0]))
-            cols.model.append(model)
-            cols.prompt.append(_int_field(path, line, "prompt_tokens", row[2]))
-            cols.output.append(_int_field(path, line, "output_tokens", row[3]))
-            cols.lines.append(line)
+    for line, row in _csv_rows(path, text):
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if len(row) != 4:
+            raise TraceError(path, f"expected 4 fields, got {len(row)}: {row!r}", line)
+        model = row[1].strip() if mapped is None else mapped
+        if model not in known_set:
+            raise TraceError(
+                path, f"unknown model {model!r}; expected one of: {', '.join(known)}", line
+            )
+        cols.time.append(_time_field(path, line, "timestamp", row[0]))
+        cols.model.append(model)
+        cols.prompt.append(_int_field(path, line, "prompt_tokens", row[2]))
+        cols.output.append(_int_field(path, line, "output_tokens", row[3]))
+        cols.lines.append(line)
     return cols
 
 
-def _read_azure(path: Path) -> _Columns:
+def _read_azure(path: Path, text: str) -> _Columns:
     stamps: list[str] = []
     cols = _Columns([], [], [], [], [])
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle)
-        next(reader)
-        for row in reader:
-            line = reader.line_num
-            if not row:
-                continue
-            if len(row) != 3:
-                raise TraceError(path, f"expected 3 fields, got {len(row)}: {row!r}", line)
-            stamps.append(row[0].strip())
-            cols.prompt.append(_int_field(path, line, "ContextTokens", row[1]))
-            cols.output.append(_int_field(path, line, "GeneratedTokens", row[2]))
-            cols.lines.append(line)
+    for line, row in _csv_rows(path, text):
+        if not row:
+            continue
+        if len(row) != 3:
+            raise TraceError(path, f"expected 3 fields, got {len(row)}: {row!r}", line)
+        stamps.append(row[0].strip())
+        cols.prompt.append(_int_field(path, line, "ContextTokens", row[1]))
+        cols.output.append(_int_field(path, line, "GeneratedTokens", row[2]))
+        cols.lines.append(line)
     try:
         parsed = np.array(stamps, dtype="datetime64[ns]")
     except ValueError:
@@ -348,27 +362,24 @@ def _read_azure(path: Path) -> _Columns:
     return cols
 
 
-def _read_mooncake(path: Path) -> _Columns:
+def _read_mooncake(path: Path, text: str) -> _Columns:
     cols = _Columns([], [], [], [], [])
-    with path.open(encoding="utf-8") as handle:
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise TraceError(path, f"malformed JSON: {exc.msg}", line) from None
-            if not isinstance(record, dict):
-                raise TraceError(path, "expected a JSON object per line", line)
-            for key in ("timestamp", "input_length", "output_length"):
-                if key not in record:
-                    raise TraceError(path, f"missing field {key!r}", line)
-            cols.time.append(_time_field(path, line, "timestamp", str(record["timestamp"])) / 1e3)
-            cols.prompt.append(_int_field(path, line, "input_length", str(record["input_length"])))
-            cols.output.append(
-                _int_field(path, line, "output_length", str(record["output_length"]))
-            )
-            cols.lines.append(line)
+    for line, entry in enumerate(text.split("\n"), start=1):
+        if not entry.strip():
+            continue
+        try:
+            record = json.loads(entry)
+        except json.JSONDecodeError as exc:
+            raise TraceError(path, f"malformed JSON: {exc.msg}", line) from None
+        if not isinstance(record, dict):
+            raise TraceError(path, "expected a JSON object per line", line)
+        for key in ("timestamp", "input_length", "output_length"):
+            if key not in record:
+                raise TraceError(path, f"missing field {key!r}", line)
+        cols.time.append(_time_field(path, line, "timestamp", str(record["timestamp"])) / 1e3)
+        cols.prompt.append(_int_field(path, line, "input_length", str(record["input_length"])))
+        cols.output.append(_int_field(path, line, "output_length", str(record["output_length"])))
+        cols.lines.append(line)
     if cols.time:
         start = min(cols.time)
         cols.time = [t - start for t in cols.time]

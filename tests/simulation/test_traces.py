@@ -111,6 +111,30 @@ def test_bad_canonical_rows_name_file_and_line(
     assert str(caught.value).startswith(f"{path}:{line}: ")
 
 
+def test_bytes_that_are_not_utf8_name_their_line_deep_in_the_file(tmp_path: Path) -> None:
+    """A bad byte past the reader's first buffer is a TraceError with its line, not a crash."""
+    rows = [f"{i},tinyllama,1,2\n".encode() for i in range(3000)]
+    rows[2500] = b"2500,tinyllama,\xff1,2\n"
+    path = tmp_path / "latin.csv"
+    path.write_bytes(b"timestamp,model,prompt_tokens,output_tokens\n" + b"".join(rows))
+    with pytest.raises(TraceError, match="not UTF-8") as caught:
+        read_trace(TraceSource(path), MODELS)
+    assert caught.value.line == 2502
+
+
+def test_csv_syntax_errors_name_their_line(tmp_path: Path) -> None:
+    """A CSV the csv module cannot parse (a field over its size limit) names file and line."""
+    huge = '"' + "1" * 200_000 + '"'
+    path = write(
+        tmp_path,
+        "huge.csv",
+        f"timestamp,model,prompt_tokens,output_tokens\n0,tinyllama,1,1\n1,tinyllama,{huge},1\n",
+    )
+    with pytest.raises(TraceError, match="malformed CSV") as caught:
+        read_trace(TraceSource(path), MODELS)
+    assert str(caught.value).startswith(f"{path}:3: ")
+
+
 def test_bad_azure_timestamp_names_its_line(tmp_path: Path) -> None:
     """A datetime that does not parse is reported on its own line."""
     path = write(
