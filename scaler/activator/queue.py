@@ -132,6 +132,11 @@ class ModelGate:
             if not (waiter.released.done() and not waiter.released.cancelled()):
                 raise HoldTimeoutError from None
             # Released in the same instant the timeout fired: it is this request's turn.
+        except BaseException:
+            # Leaving without a turn (client gone, shutdown). Cancelled just after its
+            # release, it will never dispatch: the releaser must not wait for it.
+            waiter.dispatched.set()
+            raise
         finally:
             self._remove(waiter)
         held = loop.time() - waiter.arrived

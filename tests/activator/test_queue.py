@@ -17,8 +17,15 @@ from tests.builders import make_policy
 
 
 @pytest.fixture
-async def gate() -> AsyncIterator[tuple[ModelGate, EndpointTracker]]:
-    """A gate for tinyllama in front of a loaded emulator, readiness set by the test."""
+def metrics() -> ActivatorMetrics:
+    """The gate's metrics (a test may watch its pending gauge)."""
+    return ActivatorMetrics(("tinyllama",))
+
+
+@pytest.fixture
+async def gate(metrics: ActivatorMetrics) -> AsyncIterator[tuple[ModelGate, EndpointTracker]]:
+    """A gate for tinyllama in front of a loaded emulator, readiness set by the test; the
+    dispatch timeout is far beyond any wait here, so only a dispatch releases the next."""
     policy = make_policy("tinyllama", coldStart={"seconds": 60, "overdueFactor": 1.0})
     async with ModelServerEmulator() as server, aiohttp.ClientSession() as session:
         (route,) = build_routes([policy], upstreams={"tinyllama": server.url})
@@ -27,9 +34,10 @@ async def gate() -> AsyncIterator[tuple[ModelGate, EndpointTracker]]:
             route=route,
             tracker=tracker,
             probe=HealthProbe(session),
-            metrics=ActivatorMetrics(("tinyllama",)),
+            metrics=metrics,
             capacity=3,
             probe_interval_s=0.01,
+            dispatch_timeout_s=60.0,
         )
         yield model_gate, tracker
         await model_gate.close()
@@ -117,3 +125,31 @@ async def test_capacity_is_enforced(gate: tuple[ModelGate, EndpointTracker]) -> 
     for task in held:
         task.cancel()
     await until(lambda: model_gate.pending == 0, what="the queue to empty")
+
+
+async def test_a_request_cancelled_at_its_release_does_not_delay_the_next(
+    gate: tuple[ModelGate, EndpointTracker],
+    metrics: ActivatorMetrics,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client gone in the instant its request is released never dispatches: the next held
+    request goes at once, not after the dispatch timeout."""
+    model_gate, tracker = gate
+    first = asyncio.create_task(model_gate.admit())
+    second = asyncio.create_task(model_gate.admit())
+    await until(lambda: model_gate.pending == 2, what="2 held")
+    loop = asyncio.get_running_loop()
+    pending = metrics.pending.labels(model="tinyllama")
+    set_pending = pending.set
+
+    def set_and_disconnect(value: float) -> None:
+        set_pending(value)
+        if value == 1 and model_gate.warm:  # the releaser took the first off the queue
+            # Queued before the first's wake-up: it is cancelled after being released.
+            loop.call_soon(first.cancel)
+
+    monkeypatch.setattr(pending, "set", set_and_disconnect)
+    tracker.set_ready("tinyllama", 1)
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert (await asyncio.wait_for(second, 10)).held
