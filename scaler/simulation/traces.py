@@ -18,9 +18,10 @@ may be mapped too (every row then goes to MODEL).
 
 Bad input is an error naming the file and line (`TraceError`): bytes that are not UTF-8, a
 malformed row, a model not in the scenario, a negative or non-integer token count, a negative
-or non-finite timestamp, an empty trace. The file is read once, whole. One case is repaired instead, with a warning: timestamps out of order are
-sorted (stably), because merged logs of several front ends commonly interleave by a few
-milliseconds; the warning names the first line out of order and how many rows moved.
+or non-finite timestamp, an empty trace. The file is read once, whole. One case is repaired
+instead, with a warning: timestamps out of order are sorted (stably), because merged logs of
+several front ends commonly interleave by a few milliseconds; the warning names the first
+line out of order and how many rows moved.
 """
 
 from __future__ import annotations
