@@ -54,7 +54,6 @@ from scaler.live.persistence import (
     StateCheckpoints,
     decode_state,
     encode_state,
-    initial_state,
 )
 
 _log = structlog.get_logger("scaler.live.loop")
@@ -319,8 +318,8 @@ class ControlLoop:
                 self._unknown.add(policy.model)
                 continue
             self._unknown.discard(policy.model)
-            if policy.model not in self.states:
-                self.states[policy.model] = initial_state(observation.current_replicas, now)
+            # A model never seen starts fresh: decide() holds its running count (first sync).
+            self.states.setdefault(policy.model, ModelState())
         decisions, next_states = decide_all(
             observations, deciding, {m: self.states[m] for m in observations}, cluster, now
         )
@@ -415,12 +414,7 @@ class ControlLoop:
             if model in self._loaded and not reload:
                 continue
             deployment = observed.deployments[model]
-            state = decode_state(
-                deployment.annotations,
-                model=model,
-                current_replicas=deployment.replicas,
-                now=now,
-            )
+            state = decode_state(deployment.annotations, model=model)
             self.states[model] = state
             self._loaded.add(model)
             if STATE_ANNOTATION in deployment.annotations:

@@ -15,11 +15,10 @@ or broken, cold start began or ended, desired replicas, data failures starting o
 otherwise at most every `checkpoint_seconds` (30 s), which keeps the stabilization history
 close enough without writing the Deployment every 5 s.
 
-When the annotation is missing or corrupt, the state starts *conservatively* (`initial_state`):
-decide()'s fresh ModelState would hold the idle timer (idle_since=None restarts the idle
-period, so no early scale-to-zero), but its empty stabilization history would let the very
-first decision drop straight to the demand: an early scale-down. Seeding the history with
-the current replica count at `now` makes the scale-down window count from the restart.
+When the annotation is missing or corrupt, the model starts from a fresh ``ModelState()``:
+decide() treats a fresh state like the HPA's first sync (the running count stands as a
+recommendation, so the down window counts from the restart) and restarts the idle period, so
+a restart without state never scales down early.
 """
 
 from __future__ import annotations
@@ -46,18 +45,11 @@ def encode_state(state: ModelState) -> str:
     return json.dumps(state.to_json(), separators=(",", ":"), sort_keys=True)
 
 
-def initial_state(current_replicas: int, now: float) -> ModelState:
-    """A state for a model with no (usable) saved state: never scales down early (see module)."""
-    return ModelState(recommendations=((now, current_replicas),), last_desired=current_replicas)
-
-
-def decode_state(
-    annotations: Mapping[str, str], *, model: str, current_replicas: int, now: float
-) -> ModelState:
-    """The saved state in `annotations`, or `initial_state` (logged) when absent or corrupt."""
+def decode_state(annotations: Mapping[str, str], *, model: str) -> ModelState:
+    """The saved state in `annotations`, or a fresh ModelState (logged) when absent or corrupt."""
     raw = annotations.get(STATE_ANNOTATION)
     if raw is None:
-        return initial_state(current_replicas, now)
+        return ModelState()
     try:
         data = json.loads(raw)
         if not isinstance(data, dict):
@@ -69,9 +61,9 @@ def decode_state(
             model=model,
             annotation=STATE_ANNOTATION,
             error=str(exc),
-            action="starting from a conservative empty state",
+            action="starting from a fresh state",
         )
-        return initial_state(current_replicas, now)
+        return ModelState()
 
 
 def _milestones(state: ModelState) -> tuple[object, ...]:

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from structlog.testing import capture_logs
 
-from scaler.core import ClusterState, ModelPolicy, ModelState, decide
+from scaler.core import ModelPolicy, ModelState
 from scaler.live.persistence import (
     STATE_ANNOTATION,
     StateCheckpoints,
     decode_state,
     encode_state,
-    initial_state,
 )
-from tests.builders import make_observation
 from tests.live.conftest import NAMESPACE, AdapterFactory, FakeSource, VirtualClock
 from tests.live.kube_standin import KubeStandIn
 
@@ -38,16 +37,14 @@ def test_state_round_trips_through_the_annotation() -> None:
         last_desired=2,
     )
     annotations = {STATE_ANNOTATION: encode_state(state)}
-    assert decode_state(annotations, model="m", current_replicas=2, now=11.0) == state
+    assert decode_state(annotations, model="m") == state
 
 
-def test_corrupt_annotation_is_logged_and_starts_conservatively() -> None:
-    """Garbage in the annotation gives the conservative initial state and a warning line."""
+def test_corrupt_annotation_is_logged_and_starts_fresh() -> None:
+    """Garbage in the annotation gives a fresh ModelState and a warning line."""
     with capture_logs() as logs:
-        state = decode_state(
-            {STATE_ANNOTATION: "{not json"}, model="m", current_replicas=3, now=100.0
-        )
-    assert state == initial_state(3, 100.0)
+        state = decode_state({STATE_ANNOTATION: "{not json"}, model="m")
+    assert state == ModelState()
     assert [e["event"] for e in logs] == ["state_annotation_corrupt"]
     assert logs[0]["model"] == "m"
 
@@ -55,27 +52,39 @@ def test_corrupt_annotation_is_logged_and_starts_conservatively() -> None:
 def test_wrong_shape_annotation_is_corrupt_too() -> None:
     """Valid JSON of the wrong shape (a list, a string time) is treated as corrupt."""
     for raw in ("[1, 2]", json.dumps({"idleSince": "yesterday"})):
-        state = decode_state({STATE_ANNOTATION: raw}, model="m", current_replicas=1, now=5.0)
-        assert state == initial_state(1, 5.0)
+        assert decode_state({STATE_ANNOTATION: raw}, model="m") == ModelState()
 
 
-def test_initial_state_never_scales_down_early(policies: list[ModelPolicy]) -> None:
-    """A fresh start at 2 replicas with demand for 1 holds 2 (the down window counts anew),
-    where decide()'s bare ModelState() would drop at once."""
-    mixtral = policy_named(policies, MIXTRAL)
-    observation = make_observation(MIXTRAL, inflight=2.0, tokens=5.0, current=2)
-    # With a bare ModelState() decide() answered 1 here when this was written: the hazard.
-    seeded, _ = decide(observation, mixtral, initial_state(2, 1000.0), ClusterState(), 1000.0)
-    assert seeded.desired_replicas == 2
+@pytest.mark.parametrize("annotations", [{}, {STATE_ANNOTATION: "{not json"}])
+async def test_restart_without_state_never_scales_down_early(
+    make_adapter: AdapterFactory,
+    standin: KubeStandIn,
+    source: FakeSource,
+    annotations: dict[str, str],
+) -> None:
+    """Mixtral running 2 replicas, no usable saved state, demand for 1: the new adapter holds
+    2 (the down window counts from the restart) instead of dropping to the demand."""
+    standin.add_deployment(
+        NAMESPACE, MIXTRAL, replicas=2, labels={"app": MIXTRAL}, annotations=annotations
+    )
+    source.set(MIXTRAL, inflight_requests=2.0, tokens_per_second=5.0)
+    adapter = make_adapter()
+    await adapter.tick()
+    latest = adapter.store.latest(MIXTRAL)
+    assert latest is not None
+    assert latest.desired_replicas == 2
 
 
-def test_initial_state_restarts_the_idle_timer(policies: list[ModelPolicy]) -> None:
-    """An idle Mixtral at 1 replica with a fresh state is not scaled to zero on the first tick."""
-    mixtral = policy_named(policies, MIXTRAL)
-    observation = make_observation(MIXTRAL, current=1)
-    decision, state = decide(observation, mixtral, initial_state(1, 0.0), ClusterState(), 0.0)
-    assert decision.desired_replicas == 1
-    assert state.idle_since == 0.0
+async def test_restart_without_state_restarts_the_idle_timer(
+    make_adapter: AdapterFactory, standin: KubeStandIn, clock: VirtualClock
+) -> None:
+    """An idle Mixtral at 1 replica with no saved state is not scaled to zero on the first
+    tick: its idle period starts at the restart."""
+    standin.add_deployment(NAMESPACE, MIXTRAL, replicas=1, labels={"app": MIXTRAL})
+    adapter = make_adapter()
+    await adapter.tick()
+    assert standin.deployment(NAMESPACE, MIXTRAL)["spec"]["replicas"] == 1
+    assert adapter.loop.states[MIXTRAL].idle_since == clock.now
 
 
 def test_checkpoints_write_milestones_at_once_and_the_rest_every_30s() -> None:
