@@ -33,7 +33,7 @@ class RejectReason(StrEnum):
     QUEUE_FULL = "queue_full"  # the model's hold queue was at --queue-size
     TIMEOUT = "timeout"  # no ready endpoint within the hold timeout
     BODY_TOO_LARGE = "body_too_large"  # request body above --max-body-bytes
-    UPSTREAM_UNREACHABLE = "upstream_unreachable"  # connect failed: 502
+    UPSTREAM_UNREACHABLE = "upstream_unreachable"  # no valid response (refused...): 502
     SHUTTING_DOWN = "shutting_down"  # held when the activator stopped: 503
 
 

@@ -319,7 +319,8 @@ class Activator:
                 allow_redirects=False,
                 trace_request_ctx=turn,
             )
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # Refused, reset, or an answer that is not HTTP: no response to pass on.
             self.metrics.rejected.labels(
                 model=model, reason=RejectReason.UPSTREAM_UNREACHABLE
             ).inc()

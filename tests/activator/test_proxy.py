@@ -369,6 +369,35 @@ async def test_an_unreachable_upstream_gives_502() -> None:
         assert activator.gates["tinyllama"].warm
 
 
+async def test_an_invalid_upstream_response_gives_502() -> None:
+    """A server answering with something that is not HTTP: an OpenAI-shaped 502, counted as
+    rejected, not the framework's bare 500."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request_line = await reader.readline()
+        healthy = request_line.startswith(b"GET /health ")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" if healthy else b"garbage\r\n\r\n"
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    upstream = URL.build(scheme="http", host="127.0.0.1", port=server.sockets[0].getsockname()[1])
+    async with (
+        server,
+        running_activator([tiny()], upstreams={"tinyllama": upstream}) as (activator, url),
+        aiohttp.ClientSession() as session,
+    ):
+        status, answer_body = await post(session, url.with_path(CHAT), body_for(12))
+        assert status == 502
+        assert json.loads(answer_body)["error"]["code"] == "model_unreachable"
+        text = activator.metrics.exposition().decode()
+        assert (
+            metric(text, ACTIVATOR_REJECTED, model="tinyllama", reason="upstream_unreachable") == 1
+        )
+
+
 async def test_a_stream_broken_by_the_server_reaches_the_client_broken() -> None:
     """A server that dies mid-stream: the client gets the chunks sent so far and then an
     error, never a cleanly ended (and so seemingly complete) stream."""
