@@ -1,8 +1,15 @@
-"""The oracle: an autoscaler that knows every future arrival; the cost floor of a scenario.
+"""The oracle: an autoscaler that knows every future arrival; a cost yardstick for a scenario.
 
 No real autoscaler can see the future, so the oracle is not a candidate policy but a
-yardstick: how many GiB-hours the traffic needs at least, if every replica were started
-exactly in time and stopped as soon as no request needed it.
+yardstick: what the traffic costs if every request is served on arrival (no queue wait at
+all), with every replica started a worst-case cold start ahead of need and stopped once no
+request will need it before a restart could be ready.
+
+It is not a strict cost floor: it spends the SLO's slack on nothing. A policy that lets a
+request wait through a cold start within ``slo.queueWaitSeconds`` (wake on arrival, stop at
+once) can cost less at the same SLO attainment, e.g. an on-demand model whose cold start is
+shorter than its queue-wait threshold; and a pod that loads faster than the worst case idles
+until it is needed.
 
 How it plans, per model, on the grid of its ticks (every `interval` seconds):
 
