@@ -5,9 +5,12 @@ share an interpreter with it. Measured in the same run, with the same clients:
 
 * ``bare``: an aiohttp app with one route returning a fixed body (our 4-model response),
   no middleware: the ceiling any aiohttp server on this machine reaches;
-* ``api-4`` / ``api-1000``: scaler's app (auth middleware, self-metrics, selector, store,
+* ``api-4`` / ``api-1000``: scaler's app (authentication guard, self-metrics, selector, store,
   Quantity formatting) with 4 and 1,000 models published, asking for one model by selector
-  as the HPA does.
+  as the HPA does. The same URL asked again and again is served from the answer cache;
+* ``api-4-miss`` / ``api-1000-miss``: the same, with every request missing that cache. This is
+  what an HPA sees in production: it asks once per sync (15 s) and each control tick (5 s)
+  publishes, so its previous answer is always outdated.
 
 Two measurements per server and transport (plain HTTP and TLS):
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -68,10 +72,21 @@ def model_names(count: int) -> list[str]:
     return [f"model-{i:04d}" for i in range(count)]
 
 
-def scaler_app(count: int) -> web.Application:
+class MissingStore(DecisionStore):
+    """A store whose version moves on every read, so no cached answer is ever reused."""
+
+    _reads = itertools.count()
+
+    @property
+    def version(self) -> int:
+        """A new version on each read: the answer cache never hits."""
+        return next(self._reads)
+
+
+def scaler_app(count: int, *, cached: bool = True) -> web.Application:
     """scaler's API app with `count` models, each with a fresh decision."""
     models = model_names(count)
-    store = DecisionStore(models, staleness_seconds=3600)
+    store = (DecisionStore if cached else MissingStore)(models, staleness_seconds=3600)
     now = time.time()
     for i, model in enumerate(models):
         signals = {Signal.QUEUE_DEPTH: i * 0.5, Signal.TOKENS_PER_SECOND: 100.0 + i}
@@ -117,7 +132,8 @@ async def serve(kind: str, tls: bool) -> None:
         ).encode()
         app = bare_app(body)
     else:
-        app = scaler_app(int(kind.removeprefix("api-")))
+        count, _, miss = kind.removeprefix("api-").partition("-")
+        app = scaler_app(int(count), cached=miss != "miss")
     context = None
     if tls:
         context, _ = serving_ssl_context()
@@ -298,7 +314,13 @@ class Server:
         self.process.wait(timeout=30)
 
 
-KINDS = (("bare", ""), ("api-4", "mistral-7b"), ("api-1000", "model-0500"))
+KINDS = (
+    ("bare", ""),
+    ("api-4", "mistral-7b"),
+    ("api-1000", "model-0500"),
+    ("api-4-miss", "mistral-7b"),
+    ("api-1000-miss", "model-0500"),
+)
 
 
 def measure(url: str, seconds: float, use_wrk: bool) -> Figures:
@@ -340,9 +362,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         f" rounds (median); paced at {args.rate:.0f} req/s: wrk -c{PACED_CONNECTIONS} with think"
         f" time, and an aiohttp open-loop client, {args.seconds:.0f} s each, median of rounds"
     )
-    print(f"{'':19} {'throughput (max)':^41} | {'paced, wrk':^23} | {'paced, open loop':^23}")
+    print(f"{'':23} {'throughput (max)':^41} | {'paced, wrk':^23} | {'paced, open loop':^23}")
     header = (
-        f"{'transport':9} {'server':9} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'vs bare':>8}"
+        f"{'transport':9} {'server':13} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'vs bare':>8}"
         f" {'cpu us':>7}"
         f" | {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} | {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}"
         f" {'errors':>6}"
@@ -381,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             wp = median_figures(wrk_paced[kind]) if use_wrk else Figures(0, 0, 0, 0)
             errors = result.errors + loop.errors + wp.errors
             print(
-                f"{transport:9} {kind:9} {result.rps:8.0f} {result.p50_ms:7.2f}"
+                f"{transport:9} {kind:13} {result.rps:8.0f} {result.p50_ms:7.2f}"
                 f" {result.p99_ms:7.2f} {result.rps / baseline:8.0%}"
                 f" {statistics.median(cpu[kind]):7.0f} | {wp.rps:7.0f}"
                 f" {wp.p50_ms:7.2f} {wp.p99_ms:7.2f} | {loop.rps:7.0f} {loop.p50_ms:7.2f}"

@@ -3,7 +3,7 @@
 Every name comes from ``scaler.api.metric_names``. The registry is owned by the instance, not
 prometheus_client's global one, so tests and several apps in one process never collide.
 The control loop calls the ``observe_*``/``set_*``/``mark_*`` methods; the API server's
-middleware calls ``observe_api_request``; ``/metrics`` renders ``exposition()``.
+per-route guard calls ``observe_api_request``; ``/metrics`` renders ``exposition()``.
 """
 
 from __future__ import annotations
