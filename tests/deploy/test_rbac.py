@@ -4,16 +4,16 @@ The calls come from the code, never from a second hand-written list: `scaler.liv
 declares ``KUBERNETES_CALLS`` (helper tests record them through a Kubernetes stand-in), and
 `tests.deploy.kubernetes_calls` reads the calls out of the source with `ast`; the two must
 agree, and the Roles/ClusterRoles bound to each ServiceAccount must grant that set, no more.
-Calls covered by the built-in roles scaler binds to (front-proxy ConfigMap reader,
-auth-delegator) are excluded from our own roles.
+Calls covered by a built-in role scaler binds to (the front-proxy ConfigMap reader) are
+excluded from our own roles, and a built-in role is bound only if the code makes a call it
+grants.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-import pytest
-
+from scaler.live.kube import KUBERNETES_CALLS
 from tests.builders import ROOT
 from tests.deploy.kubernetes_calls import ApiCall, calls_in_package
 from tests.deploy.objects import Obj, of_kind, plain_objects, policies
@@ -25,11 +25,6 @@ BUILTIN_GRANTS: dict[str, set[ApiCall]] = {
     # kube-system Role: get/list/watch ConfigMap extension-apiserver-authentication.
     "extension-apiserver-authentication-reader": {
         ApiCall(verb, "", "configmaps") for verb in ("get", "list", "watch")
-    },
-    # ClusterRole: create TokenReviews and SubjectAccessReviews (delegated auth).
-    "system:auth-delegator": {
-        ApiCall("create", "authentication.k8s.io", "tokenreviews"),
-        ApiCall("create", "authorization.k8s.io", "subjectaccessreviews"),
     },
 }
 """What the built-in roles we bind to grant (the part that matters here)."""
@@ -97,26 +92,27 @@ def _adapter_calls() -> set[ApiCall]:
 
 def test_adapter_code_scan_agrees_with_its_declared_calls() -> None:
     """The `ast` scan of the adapter finds exactly scaler.live.kube.KUBERNETES_CALLS."""
-    kube = pytest.importorskip("scaler.live.kube", reason="scaler.live.kube not there yet")
-    declared = {ApiCall(c.verb, c.group, c.resource, c.subresource) for c in kube.KUBERNETES_CALLS}
+    declared = {ApiCall(c.verb, c.group, c.resource, c.subresource) for c in KUBERNETES_CALLS}
     assert _adapter_calls() == declared
 
 
 def test_adapter_roles_grant_exactly_the_calls_the_adapter_makes() -> None:
-    """Own Roles/ClusterRoles bound to scaler-system/scaler = its calls minus built-ins."""
+    """Own Roles/ClusterRoles bound to scaler-system/scaler = its calls minus built-ins, and
+    each built-in role bound grants a call the adapter makes (no unused grant)."""
     own, builtins = _grants(ADAPTER)
     covered = set().union(*(BUILTIN_GRANTS[name] for name in builtins))
     calls = _adapter_calls()
     assert calls, "the scan found no Kubernetes call in the adapter"
+    for name in builtins:
+        assert BUILTIN_GRANTS[name] & calls, f"{name} is bound but no call needs it"
     granted = set().union(*own.values())
     assert granted == calls - covered
     assert calls <= granted | covered
 
 
-def test_adapter_is_bound_to_the_delegated_auth_roles() -> None:
-    """auth-delegator (cluster) and the front-proxy ConfigMap reader (kube-system) are bound."""
+def test_adapter_may_read_the_front_proxy_ca() -> None:
+    """The front-proxy ConfigMap reader is bound in kube-system, where that ConfigMap lives."""
     refs = {(ref["name"], namespace) for ref, namespace in _bindings_of(ADAPTER)}
-    assert ("system:auth-delegator", None) in refs
     assert ("extension-apiserver-authentication-reader", "kube-system") in refs
 
 
