@@ -42,7 +42,6 @@ from scaler.core import (
     ModelPolicy,
     ModelState,
     Observation,
-    Signal,
     decide_all,
 )
 from scaler.live.actuator import Actuator
@@ -55,74 +54,21 @@ from scaler.live.persistence import (
     decode_state,
     encode_state,
 )
+from scaler.sources import ReplicaCount, SourceReading
 
 _log = structlog.get_logger("scaler.live.loop")
 
 
-# ---- what the loop needs from its collaborators (structural, so tests can pass fakes) -------
-
-
-class ModelReadingLike(Protocol):
-    """One model's signals and the newest sample's timestamp (scaler.sources.ModelReading)."""
-
-    @property
-    def signals(self) -> Mapping[Signal, float]:
-        """Signals that have a value (missing ones are absent)."""
-
-    @property
-    def sample_time(self) -> float | None:
-        """Unix time of the newest sample, None when unknown."""
-
-
-class QueryStatLike(Protocol):
-    """One PromQL query of a tick (scaler.sources.QueryStat)."""
-
-    @property
-    def signal(self) -> object:
-        """The signal queried (a Signal or its name)."""
-
-    @property
-    def duration_seconds(self) -> float:
-        """How long the query took."""
-
-    @property
-    def error(self) -> object:
-        """None (or empty) on success, else what went wrong."""
-
-
-class SourceReadingLike(Protocol):
-    """All models' readings of one tick (scaler.sources.SourceReading)."""
-
-    @property
-    def models(self) -> Mapping[str, ModelReadingLike]:
-        """Readings by model name."""
-
-    @property
-    def queries(self) -> Sequence[QueryStatLike]:
-        """The queries sent."""
-
-
-class ReplicaCountLike(Protocol):
-    """Requested and ready replicas of a model (scaler.sources.ReplicaCount)."""
-
-    @property
-    def current(self) -> int:
-        """Requested replicas."""
-
-    @property
-    def ready(self) -> int:
-        """Ready replicas."""
+# ---- what the loop needs from its collaborators (structural, so tests can pass fakes) ----
 
 
 class MetricsSource(Protocol):
-    """The metrics source the loop reads (scaler.sources.PrometheusSource)."""
+    """The metrics source the loop reads (scaler.sources.PrometheusSource; tests pass fakes)."""
 
-    async def read(self, policies: Sequence[ModelPolicy]) -> SourceReadingLike:
+    async def read(self, policies: Sequence[ModelPolicy]) -> SourceReading:
         """Every model's signals, in one batch of queries."""
 
-    async def replica_counts(
-        self, policies: Sequence[ModelPolicy]
-    ) -> Mapping[str, ReplicaCountLike]:
+    async def replica_counts(self, policies: Sequence[ModelPolicy]) -> Mapping[str, ReplicaCount]:
         """Replica counts from Prometheus (for --no-kubernetes mode)."""
 
 
@@ -207,10 +153,7 @@ class TickResult:
     scale_writes: Mapping[str, str]  # model -> result, for the models actuated
 
 
-@dataclass(frozen=True, slots=True)
-class _EmptyReading:
-    models: Mapping[str, ModelReadingLike]
-    queries: Sequence[QueryStatLike]
+_NO_READING = SourceReading(models={}, queries=())
 
 
 class ControlLoop:
@@ -243,7 +186,7 @@ class ControlLoop:
         self._loaded: set[str] = set()
         self._was_leader = False
         self._last: dict[str, Decision] = {}
-        self._replicas: dict[str, ReplicaCountLike] = {}
+        self._replicas: dict[str, ReplicaCount] = {}
         self._cold_start_began: dict[str, float] = {}
         self._ready = False
         self._source_faults: set[str] = set()  # source faults of the last tick, by event
@@ -352,7 +295,7 @@ class ControlLoop:
             _log.info("prometheus_recovered", after=sorted(self._source_faults))
         self._source_faults = set(faults)
 
-    async def _read_source(self, now: float) -> tuple[SourceReadingLike, bool]:
+    async def _read_source(self, now: float) -> tuple[SourceReading, bool]:
         hold = "no data this tick: holding replicas"
         try:
             reading = await asyncio.wait_for(
@@ -361,17 +304,17 @@ class ControlLoop:
         except TimeoutError:
             timeout = {"timeout_seconds": self._read_timeout, "action": hold}
             self._report({"prometheus_timeout": timeout})
-            return _EmptyReading({}, ()), False
+            return _NO_READING, False
         except Exception as exc:  # any source failure is "no data", never a crash
             cause = {"error": f"{type(exc).__name__}: {exc}", "action": hold}
             self._report({"prometheus_unavailable": cause})
-            return _EmptyReading({}, ()), False
+            return _NO_READING, False
         faults: dict[str, Mapping[str, object]] = {}
         failed = 0
         for query in reading.queries:
             error = bool(query.error)
             failed += error
-            self._metrics.observe_query(str(query.signal), query.duration_seconds, error)
+            self._metrics.observe_query(query.signal, query.duration_seconds, error)
         ok = not reading.queries or failed < len(reading.queries)
         if failed:
             faults["prometheus_query_failed" if ok else "prometheus_unavailable"] = {

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import pytest
 
 from scaler.api.store import DecisionStore
-from scaler.core import ModelPolicy, Signal
+from scaler.core import Engine, ModelPolicy, Signal
 from scaler.live.actuator import Actuator
 from scaler.live.cluster_reader import ClusterReader
 from scaler.live.kube import KubernetesApi
 from scaler.live.leader import LeaderElector
 from scaler.live.loop import ControlLoop, KubernetesSide, NoMetrics, TickResult
 from scaler.policy import load_policies
+from scaler.sources import ModelReading, QueryStat, ReplicaCount, SourceReading
 from tests.builders import POLICIES
 from tests.live.kube_standin import KubeStandIn
 
@@ -45,40 +46,6 @@ class VirtualClock:
         self.now += seconds
 
 
-@dataclass(frozen=True, slots=True)
-class FakeModelReading:
-    """Mirrors scaler.sources.ModelReading."""
-
-    signals: Mapping[Signal, float]
-    sample_time: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class FakeQueryStat:
-    """Mirrors scaler.sources.QueryStat."""
-
-    signal: Signal
-    engine: str
-    duration_seconds: float
-    error: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class FakeReading:
-    """Mirrors scaler.sources.SourceReading."""
-
-    models: Mapping[str, FakeModelReading]
-    queries: tuple[FakeQueryStat, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class FakeReplicaCount:
-    """Mirrors scaler.sources.ReplicaCount."""
-
-    current: int
-    ready: int
-
-
 @dataclass
 class FakeSource:
     """A metrics source whose answers the test sets: values, down, slow or garbage.
@@ -89,7 +56,7 @@ class FakeSource:
 
     clock: Callable[[], float]
     load: dict[str, dict[Signal, float]] = field(default_factory=dict)
-    replicas: dict[str, FakeReplicaCount] = field(default_factory=dict)
+    replicas: dict[str, ReplicaCount] = field(default_factory=dict)
     down: bool = False
     slow: bool = False
     garbage: bool = False
@@ -100,7 +67,7 @@ class FakeSource:
         """Set signal values for `model` by Signal value name (queue_depth=2, ...)."""
         self.load[model] = {Signal(k): v for k, v in values.items()}
 
-    async def read(self, policies: Sequence[ModelPolicy]) -> FakeReading:
+    async def read(self, policies: Sequence[ModelPolicy]) -> SourceReading:
         """All models' signals now, or the configured fault."""
         self.reads += 1
         if self.down:
@@ -109,22 +76,19 @@ class FakeSource:
             await self._never.wait()
         now = self.clock()
         if self.garbage:
-            models = {
-                p.model: FakeModelReading(dict.fromkeys(Signal, math.nan), now) for p in policies
-            }
+            models = {p.model: ModelReading(dict.fromkeys(Signal, math.nan), now) for p in policies}
             queries = tuple(
-                FakeQueryStat(s, "llamacpp", 0.001, "bad_data: unparsable response") for s in Signal
+                QueryStat(s, Engine.LLAMACPP, 0.001, "bad_data: unparsable response")
+                for s in Signal
             )
-            return FakeReading(models, queries)
+            return SourceReading(models, queries)
         models = {
-            p.model: FakeModelReading(
-                {s: self.load.get(p.model, {}).get(s, 0.0) for s in Signal}, now
-            )
+            p.model: ModelReading({s: self.load.get(p.model, {}).get(s, 0.0) for s in Signal}, now)
             for p in policies
         }
-        return FakeReading(models, tuple(FakeQueryStat(s, "vllm", 0.001, None) for s in Signal))
+        return SourceReading(models, tuple(QueryStat(s, Engine.VLLM, 0.001, None) for s in Signal))
 
-    async def replica_counts(self, policies: Sequence[ModelPolicy]) -> dict[str, FakeReplicaCount]:
+    async def replica_counts(self, policies: Sequence[ModelPolicy]) -> dict[str, ReplicaCount]:
         """Replica counts as Prometheus would give them (for --no-kubernetes)."""
         if self.down:
             raise ConnectionRefusedError("connection refused (fake Prometheus is down)")

@@ -11,11 +11,11 @@ from scaler.api.store import DecisionStore
 from scaler.core import ModelPolicy, Reason
 from scaler.live.loop import ControlLoop
 from scaler.live.persistence import STATE_ANNOTATION
+from scaler.sources import ReplicaCount
 from tests.live.conftest import (
     MODELS,
     NAMESPACE,
     AdapterFactory,
-    FakeReplicaCount,
     FakeSource,
     VirtualClock,
 )
@@ -159,7 +159,7 @@ async def test_no_kubernetes_mode_reads_replicas_from_the_source(
     policies: list[ModelPolicy], source: FakeSource, clock: VirtualClock
 ) -> None:
     """Without Kubernetes, replicas come from the source and placement is unknown."""
-    source.replicas = {m: FakeReplicaCount(current=2, ready=2) for m in MODELS}
+    source.replicas = {m: ReplicaCount(current=2, ready=2) for m in MODELS}
     store = DecisionStore(MODELS, staleness_seconds=60)
     loop = ControlLoop(policies=policies, source=source, store=store, clock=clock)
     result = await loop.tick()
@@ -183,7 +183,7 @@ async def test_ready_after_first_successful_tick(
             self.ready = True
 
     flag = Flag()
-    source.replicas = {m: FakeReplicaCount(1, 1) for m in MODELS}
+    source.replicas = {m: ReplicaCount(1, 1) for m in MODELS}
     store = DecisionStore(MODELS, staleness_seconds=60)
     loop = ControlLoop(policies=policies, source=source, store=store, clock=clock, health=flag)
     source.down = True
