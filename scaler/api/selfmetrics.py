@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from scaler.api import metric_names as names
-from scaler.core import Decision, ModelPolicy
+from scaler.core import Decision, ModelPolicy, Signal
 
 EXPOSITION_CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
 """Prometheus text format 0.0.4, which every Prometheus version scrapes."""
@@ -134,8 +134,12 @@ class SelfMetrics:
                 self._cap.remove(model)
         else:
             self._cap.labels(model).set(decision.placement_cap)
-        for signal, value in decision.signals.items():
-            self._signal.labels(model, signal.value).set(value)
+        for signal in Signal:
+            if signal in decision.signals:
+                self._signal.labels(model, signal.value).set(decision.signals[signal])
+            else:  # missing now: an old value would read as a current one
+                with contextlib.suppress(KeyError):
+                    self._signal.remove(model, signal.value)
         for signal, target in policy.targets.items():
             self._target.labels(model, signal.value).set(target)
         for reason in decision.reasons:

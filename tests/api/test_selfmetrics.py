@@ -48,6 +48,17 @@ def test_placement_cap_is_absent_when_unknown() -> None:
     assert not any(name == names.PLACEMENT_CAP for name, _ in samples(metrics))
 
 
+def test_signal_value_is_absent_once_the_signal_is_missing() -> None:
+    """A signal missing from a later decision stops being exported, not frozen at its old
+    value; the signals still read stay."""
+    metrics = SelfMetrics()
+    policy = make_policy("mistral-7b")
+    metrics.observe_decision(make_decision(), policy)
+    metrics.observe_decision(make_decision(signals={Signal.TOKENS_PER_SECOND: 80.0}), policy)
+    exported = {labels for name, labels in samples(metrics) if name == names.SIGNAL_VALUE}
+    assert exported == {(("model", "mistral-7b"), ("signal", "tokens_per_second"))}
+
+
 def test_queries_count_errors_and_latency_by_signal() -> None:
     """observe_query counts queries and errors and records latency, by signal."""
     metrics = SelfMetrics()
