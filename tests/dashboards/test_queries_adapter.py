@@ -9,8 +9,8 @@ holding one request for Mixtral, which wakes it: the adapter writes scale 0 -> 1
 plays the Deployment controller (the replica becomes ready) and the adapter records the
 cold start. Then every panel query of every dashboard must return at least one sample.
 
-The adapter runs with --allow-anonymous (a local run: Prometheus has no front-proxy client
-certificate).
+The adapter runs without --allow-anonymous, as in the cluster: Prometheus has no front-proxy
+client certificate, so the scrape proves /metrics is served without one.
 """
 
 from __future__ import annotations
