@@ -24,7 +24,6 @@ headline Reason, note = a readable sentence with all its reasons and signal valu
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final, Protocol
 
 import structlog
@@ -80,16 +79,6 @@ def needs_write(decision: Decision, policy: ModelPolicy, replicas: int) -> bool:
     return replicas == 0 or decision.desired_replicas == 0
 
 
-@dataclass(frozen=True, slots=True)
-class ScaleWrite:
-    """The outcome of one actuation attempt: `result` is ok, unchanged, conflict, error or
-    timeout; `replicas` is spec.replicas after it (None when unknown)."""
-
-    model: str
-    result: str
-    replicas: int | None
-
-
 class Actuator:
     """Writes zero crossings of on-demand models and files events about them."""
 
@@ -108,20 +97,21 @@ class Actuator:
 
     async def actuate(
         self, decision: Decision, policy: ModelPolicy, deployment: DeploymentView
-    ) -> ScaleWrite | None:
-        """Apply `decision` if scaler owns this change; None when there is nothing to write."""
+    ) -> str | None:
+        """Apply `decision` if scaler owns this change; the result (ok, unchanged, conflict,
+        error, timeout, not_found), or None when there is nothing to write."""
         if not needs_write(decision, policy, deployment.replicas):
             return None
-        outcome = await self._write(decision, policy, deployment)
-        if outcome.result != "unchanged":
-            self._metrics.observe_scale_write(policy.model, outcome.result)
-        if outcome.result == "ok":
+        result = await self._write(decision, policy, deployment)
+        if result != "unchanged":
+            self._metrics.observe_scale_write(policy.model, result)
+        if result == "ok":
             await self._event(decision, policy, previous=deployment.replicas)
-        return outcome
+        return result
 
     async def _write(
         self, decision: Decision, policy: ModelPolicy, deployment: DeploymentView
-    ) -> ScaleWrite:
+    ) -> str:
         namespace, name = policy.target.namespace, policy.target.deployment
         desired = decision.desired_replicas
         resource_version = deployment.resource_version
@@ -141,7 +131,7 @@ class Actuator:
                         status=exc.status,
                         action="retrying on the next tick",
                     )
-                    return ScaleWrite(policy.model, exc.kind, None)
+                    return exc.kind
                 _log.info(
                     "scale_write_conflict",
                     model=policy.model,
@@ -150,15 +140,15 @@ class Actuator:
                     action="re-reading the scale" if attempt == 1 else "retrying on the next tick",
                 )
                 if attempt == 2:
-                    return ScaleWrite(policy.model, "conflict", None)
+                    return "conflict"
                 try:
                     scale = await self._api.read_scale(namespace, name)
                 except KubernetesError as read_exc:
                     _log.warning("scale_read_failed", model=policy.model, error=str(read_exc))
-                    return ScaleWrite(policy.model, "conflict", None)
+                    return "conflict"
                 if not needs_write(decision, policy, scale.replicas):
                     # Someone else already moved it; the next tick decides on the new count.
-                    return ScaleWrite(policy.model, "unchanged", scale.replicas)
+                    return "unchanged"
                 resource_version = scale.resource_version
                 continue
             _log.info(
@@ -169,7 +159,7 @@ class Actuator:
                 replicas=written.replicas,
                 reasons=[r.value for r in decision.reasons],
             )
-            return ScaleWrite(policy.model, "ok", written.replicas)
+            return "ok"
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _event(self, decision: Decision, policy: ModelPolicy, *, previous: int) -> None:

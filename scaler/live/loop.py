@@ -421,12 +421,12 @@ class ControlLoop:
                 continue
             policy = self._by_model[model]
             deployment = observed.deployments[model]
-            outcome = await self._kube.actuator.actuate(decision, policy, deployment)
-            if outcome is not None:
-                writes[model] = outcome.result
-                if outcome.result == "ok" and deployment.replicas == 0:
+            result = await self._kube.actuator.actuate(decision, policy, deployment)
+            if result is not None:
+                writes[model] = result
+                if result == "ok" and deployment.replicas == 0:
                     self._cold_start_began[model] = now
-                if outcome.result not in ("ok", "unchanged"):
+                if result not in ("ok", "unchanged"):
                     next_states[model] = self.states[model]
                     continue
             await self._persist(policy, next_states[model], now)
