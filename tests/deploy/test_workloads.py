@@ -11,12 +11,14 @@ from typing import Any
 
 import pytest
 import typer.main
+from kubernetes import utils
 
 from scaler.cli import app
 from tests.deploy.objects import Obj, containers, named, of_kind
 
 ADAPTER = ("Deployment", "scaler", "scaler-system")
 ACTIVATOR = ("Deployment", "scaler-activator", "cortex")
+kube_utils: Any = utils  # the client's helpers are untyped
 
 
 def _subcommand(name: str) -> Any:
@@ -137,3 +139,15 @@ def test_network_policy_admits_the_served_port_only() -> None:
     assert policy["spec"]["podSelector"] == _adapter()["spec"]["selector"]
     (rule,) = policy["spec"]["ingress"]
     assert rule["ports"] == [{"port": 6443, "protocol": "TCP"}]
+
+
+def test_activator_memory_limit_holds_a_full_queue_of_the_largest_bodies() -> None:
+    """--queue-size × --max-body-bytes (one model's queue full of bodies at the limit) is at
+    most half the container's memory limit: a burst of held requests cannot get the
+    activator OOM-killed, which would drop every request it holds."""
+    (container,) = containers(_activator())
+    args = container["args"]
+    queue_size = int(args[args.index("--queue-size") + 1])
+    max_body = int(args[args.index("--max-body-bytes") + 1])
+    limit = kube_utils.parse_quantity(container["resources"]["limits"]["memory"])
+    assert queue_size * max_body <= limit / 2
