@@ -139,7 +139,7 @@ class KubernetesSide:
     api: KubernetesApi
     reader: ClusterReader
     actuator: Actuator
-    elector: LeaderElector | None  # None: a single replica that always actuates
+    elector: LeaderElector  # only the Lease holder actuates
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,9 +195,7 @@ class ControlLoop:
     @property
     def leader(self) -> bool:
         """Whether this replica actuates now."""
-        if self._kube is None:
-            return False
-        return self._kube.elector is None or self._kube.elector.is_leader
+        return self._kube is not None and self._kube.elector.is_leader
 
     async def run(self, *, interval: float, stop: asyncio.Event) -> None:
         """Tick every `interval` seconds until `stop` is set; a tick's crash is logged."""

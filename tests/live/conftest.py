@@ -148,13 +148,12 @@ class Adapter:
     loop: ControlLoop
     store: DecisionStore
     api: KubernetesApi
-    elector: LeaderElector | None
+    elector: LeaderElector
     identity: str
 
     async def tick(self) -> TickResult:
         """One leader-election step, then one control tick."""
-        if self.elector is not None:
-            await self.elector.step()
+        await self.elector.step()
         return await self.loop.tick()
 
 
@@ -168,12 +167,11 @@ def make_adapter(
     clock: VirtualClock,
     source: FakeSource,
 ) -> AdapterFactory:
-    """Build an adapter replica against the stand-in (identity, elector and source optional)."""
+    """Build an adapter replica against the stand-in (identity, source and timeouts optional)."""
 
     def build(
         identity: str = "scaler-a",
         *,
-        elect: bool = True,
         adapter_source: FakeSource | None = None,
         request_timeout: float = 5.0,
         read_timeout: float = 1.0,
@@ -183,12 +181,8 @@ def make_adapter(
         api = KubernetesApi(
             standin.api_client(user_agent=identity), request_timeout=request_timeout
         )
-        elector = (
-            LeaderElector(
-                api=api, namespace=LEASE_NAMESPACE, name="scaler", identity=identity, clock=clock
-            )
-            if elect
-            else None
+        elector = LeaderElector(
+            api=api, namespace=LEASE_NAMESPACE, name="scaler", identity=identity, clock=clock
         )
         store = DecisionStore([p.model for p in policies], staleness_seconds=staleness)
         used_metrics = metrics or NoMetrics()
