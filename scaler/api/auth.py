@@ -29,7 +29,8 @@ PUBLIC_PATHS: Final = PROBE_PATHS | {"/metrics"}
 """Served without authentication by default: the probes, and the self-metrics, which
 Prometheus scrapes without the aggregator's front-proxy certificate. /metrics carries
 replica counts, signal values and latencies, the same figures the external metrics API
-serves to the HPA, and no secret; the NetworkPolicy limits who reaches the port."""
+serves to the HPA, and no secret. Whoever reaches port 6443 can read it (the NetworkPolicy
+admits the API server, which dials from outside the pod network, so it cannot narrow this)."""
 
 AUTHENTICATED_GROUP: Final = "system:authenticated"
 ANONYMOUS_USER: Final = "system:anonymous"
