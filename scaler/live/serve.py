@@ -341,13 +341,14 @@ async def serve(
     policies = load_policies_or_fail(options.policies)
     parse_listen(options.listen)  # fail on a bad flag before touching the network
     stop = stop or asyncio.Event()
-    running = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            running.add_signal_handler(signum, stop.set)
     api_client = None if options.no_kubernetes else kubernetes_client(options.kubeconfig)
     source = PrometheusSource(url=options.prometheus_url, timeout=options.query_timeout)
+    # Installed only now, inside the try, so every way out (a start error included) removes them.
+    running = asyncio.get_running_loop()
     try:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                running.add_signal_handler(signum, stop.set)
         adapter = await build_adapter(
             options=options, policies=policies, source=source, api_client=api_client, clock=clock
         )

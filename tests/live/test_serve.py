@@ -96,6 +96,15 @@ async def test_missing_client_ca_file_is_a_start_error(tmp_path: Path) -> None:
         await front_proxy_config(options, None)
 
 
+async def test_a_start_error_leaves_no_signal_handler(tmp_path: Path) -> None:
+    """A kubeconfig that cannot be read stops `serve()` with the flag named, and SIGTERM is
+    no longer routed to the stopped adapter."""
+    options = ServeOptions(policies=POLICIES, kubeconfig=tmp_path / "missing")
+    with pytest.raises(ServeError, match="--kubeconfig"):
+        await serve(options=options)
+    assert not asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+
+
 async def poll(condition: Callable[[], bool]) -> None:
     """Wait until `condition()` holds, checking every 20 ms, at most 10 s."""
     for _ in range(POLL_LIMIT):
