@@ -225,7 +225,11 @@ class ControlLoop:
             cluster_obs = observed
             replicas = {m: (d.replicas, d.ready_replicas) for m, d in observed.deployments.items()}
             cluster = observed.cluster
-            self._load_states(observed, now, reload=leader and not self._was_leader)
+            if leader and not self._was_leader:
+                # Adopt what the former leader persisted, each model at its next fresh read
+                # (a Deployment whose read fails now is reloaded when it next succeeds).
+                self._loaded.clear()
+            self._load_states(observed, now, leader=leader)
         else:
             (reading, source_ok), replicas = await asyncio.gather(
                 self._read_source(now), self._replica_counts()
@@ -349,11 +353,10 @@ class ControlLoop:
             )
         return {m: (c.current, c.ready) for m, c in self._replicas.items()}
 
-    def _load_states(self, observed: ClusterObservation, now: float, *, reload: bool) -> None:
-        """Read saved states at start (first sight of each Deployment) and on leadership."""
-        for model in observed.fresh:
-            if model in self._loaded and not reload:
-                continue
+    def _load_states(self, observed: ClusterObservation, now: float, *, leader: bool) -> None:
+        """Read the saved state of each freshly read model not loaded since start or since
+        this replica became leader."""
+        for model in observed.fresh - self._loaded:
             deployment = observed.deployments[model]
             state = decode_state(deployment.annotations, model=model)
             self.states[model] = state
@@ -363,7 +366,7 @@ class ControlLoop:
             _log.info(
                 "state_loaded",
                 model=model,
-                reason="became leader" if reload else "start",
+                reason="became leader" if leader else "start",
                 saved=STATE_ANNOTATION in deployment.annotations,
             )
 

@@ -295,6 +295,34 @@ async def test_new_leader_adopts_the_persisted_state(
     assert b.loop.states[MIXTRAL].idle_since == a_idle_since
 
 
+async def test_new_leader_adopts_the_persisted_state_after_a_failed_read(
+    make_adapter: AdapterFactory, standin: KubeStandIn, source: FakeSource, clock: VirtualClock
+) -> None:
+    """B takes over in a tick whose Deployment reads fail: it adopts A's persisted idle timer
+    at its next successful read instead of keeping its own."""
+    await running_mixtral(make_adapter, standin, source, clock)
+    a = make_adapter("scaler-a")
+    b_source = FakeSource(clock=clock)
+    b = make_adapter("scaler-b", adapter_source=b_source)
+    await a.tick()
+    await b.tick()
+    a_idle_since = a.loop.states[MIXTRAL].idle_since
+    assert a_idle_since is not None
+    b_source.down = True  # B alone misses a tick: its idle run restarts
+    clock.advance(5)
+    await a.tick()
+    await b.tick()
+    b_source.down = False
+    clock.advance(16)  # A dies; its lease expires
+    standin.fail_next("get", "deployments", status=500, times=4)
+    await b.tick()
+    assert b.elector.is_leader
+    assert b.loop.states[MIXTRAL].idle_since != a_idle_since
+    clock.advance(5)
+    await b.tick()
+    assert b.loop.states[MIXTRAL].idle_since == a_idle_since
+
+
 async def test_an_outage_warns_once_and_its_end_is_logged(
     make_adapter: AdapterFactory, source: FakeSource, clock: VirtualClock
 ) -> None:
