@@ -144,7 +144,7 @@ class KubernetesSide:
 
 @dataclass(frozen=True, slots=True)
 class TickResult:
-    """What one tick did (for tests and the serve command's logs)."""
+    """What one tick did (tests read it; `run()` discards it)."""
 
     now: float
     decisions: Mapping[str, Decision]
