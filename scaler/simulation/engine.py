@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+import numpy.typing as npt
 
 from scaler.core import Decision, ModelPolicy, Observation, Signal
 from scaler.simulation.autoscaler import Autoscaler, ClusterView, ModelView
@@ -83,6 +84,7 @@ class ModelSeries:
     arrivals: IntArray  # counter
     tokens: FloatArray  # counter of generated tokens
     signals: Mapping[Signal, FloatArray]  # what the autoscaler last saw (NaN = missing)
+    data_age: FloatArray  # at the last tick, its time - the newest sample seen (NaN: none)
 
 
 @dataclass(frozen=True)
@@ -117,9 +119,12 @@ class SimulationResult:
     end: FloatArray  # NaN if never completed
     ttft: FloatArray  # NaN if not served
     status: IntArray  # SERVED or DROPPED
+    held: npt.NDArray[np.bool_]  # arrived while the model had no Ready pod, and was held
+    holds_requests: bool  # whether the request path held requests at zero Ready pods
     pods: tuple[PodRecord, ...]
     spec_changes: tuple[tuple[float, int, int], ...]  # (time, model, new spec.replicas)
     scrape_times: FloatArray
+    tick_times: FloatArray  # every tick of the autoscaler
     series: tuple[ModelSeries, ...]
     decisions: tuple[Decision, ...]
 
@@ -199,6 +204,7 @@ class Simulation:
         end = [math.nan] * n
         ttft = [math.nan] * n
         status = [PENDING] * n
+        held = [False] * n
         last_arrival = arrival_list[-1] if n else 0.0
         horizon = max(last_arrival, 0.0) + scenario.drain_seconds
 
@@ -298,6 +304,9 @@ class Simulation:
         ]
         seen: list[dict[Signal, list[float]]] = [{s: [] for s in Signal} for _ in range(n_models)]
         last_seen: list[Mapping[Signal, float]] = [{} for _ in range(n_models)]
+        ages: list[list[float]] = [[] for _ in range(n_models)]
+        last_age = [math.nan] * n_models
+        tick_times: list[float] = []
 
         def down(t: float) -> bool:
             return any(a <= t < b for a, b in outages)
@@ -351,12 +360,16 @@ class Simulation:
                         window_samples.popleft()
                 for signal in Signal:
                     seen[m][signal].append(last_seen[m].get(signal, math.nan))
+                ages[m].append(last_age[m])
 
         def tick(now: float) -> None:
+            tick_times.append(now)
             views = {}
             for m, name in enumerate(self.names):
                 observation = observe(m, now)
                 last_seen[m] = observation.signals
+                sample_time = observation.sample_time
+                last_age[m] = math.nan if sample_time is None else now - sample_time
                 views[name] = ModelView(
                     name,
                     observation,
@@ -405,6 +418,7 @@ class Simulation:
                     begin(best_pod(m), i, now)
                 elif holds or cluster.ready[m] > 0:
                     queues[m].append(i)
+                    held[i] = cluster.ready[m] == 0
                 else:
                     finish(i, DROPPED)
                 i += 1
@@ -437,7 +451,7 @@ class Simulation:
             PodRecord(p.model, p.created, p.placed_at, p.readied_at, p.ended_at, p.warm)
             for p in cluster.all_pods()
         )
-        series = tuple(_series(rows[m], seen[m]) for m in range(n_models))
+        series = tuple(_series(rows[m], seen[m], ages[m]) for m in range(n_models))
         decisions = (
             tuple(self.autoscaler.decisions)
             if isinstance(self.autoscaler, RecordsDecisions)
@@ -457,9 +471,12 @@ class Simulation:
             end=np.asarray(end, dtype=np.float64),
             ttft=np.asarray(ttft, dtype=np.float64),
             status=np.asarray(status, dtype=np.int64),
+            held=np.asarray(held, dtype=np.bool_),
+            holds_requests=holds,
             pods=records,
             spec_changes=tuple(spec_changes),
             scrape_times=np.asarray(scrape_times, dtype=np.float64),
+            tick_times=np.asarray(tick_times, dtype=np.float64),
             series=series,
             decisions=decisions,
         )
@@ -468,6 +485,7 @@ class Simulation:
 def _series(
     rows: list[tuple[int, int, int, int, int, int, int, float]],
     seen: Mapping[Signal, list[float]],
+    ages: list[float],
 ) -> ModelSeries:
     table = np.asarray(rows, dtype=np.float64).reshape(-1, 8)
     as_int = table[:, :7].astype(np.int64)
@@ -481,6 +499,7 @@ def _series(
         arrivals=as_int[:, 6],
         tokens=table[:, 7],
         signals={s: np.asarray(v, dtype=np.float64) for s, v in seen.items()},
+        data_age=np.asarray(ages, dtype=np.float64),
     )
 
 

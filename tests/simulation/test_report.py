@@ -118,6 +118,16 @@ def test_openmetrics_uses_the_exported_names_and_ends_with_eof(result: Simulatio
         metric_names.PLACEMENT_CAP,
         metric_names.DECISIONS.removesuffix("_total"),
         metric_names.COLD_STARTS.removesuffix("_total"),
+        metric_names.COLD_START_DURATION,
+        metric_names.DATA_AGE,
+        metric_names.LAST_TICK,
+        metric_names.LEADER,
+        metric_names.SCALE_WRITES.removesuffix("_total"),
+        metric_names.ACTIVATOR_PENDING,
+        metric_names.ACTIVATOR_WAIT,
+        metric_names.ACTIVATOR_FORWARDED.removesuffix("_total"),
+        metric_names.ACTIVATOR_TIMEOUTS.removesuffix("_total"),
+        metric_names.ACTIVATOR_REJECTED.removesuffix("_total"),
     }
     assert families == expected
     first = next(line for line in text.splitlines() if not line.startswith("#"))
