@@ -17,6 +17,7 @@ from scaler.live.kube import DeploymentView
 from tests.live.conftest import (
     LEASE_NAMESPACE,
     NAMESPACE,
+    Adapter,
     AdapterFactory,
     FakeSource,
     VirtualClock,
@@ -266,11 +267,11 @@ async def test_follower_takes_over_after_the_leader_dies(
     assert standin.events[-1]["reportingInstance"] == "scaler-b"
 
 
-async def test_new_leader_adopts_the_persisted_state(
+async def leader_and_diverged_follower(
     make_adapter: AdapterFactory, standin: KubeStandIn, source: FakeSource, clock: VirtualClock
-) -> None:
-    """B's own idle timer was broken by a gap in its data; on taking over it reloads A's
-    persisted timer from the annotation, so Mixtral's idle period is not counted anew."""
+) -> tuple[Adapter, Adapter, float]:
+    """Leader A and follower B on a running Mixtral, where B alone missed a tick (its idle
+    run restarted); returns A, B and A's idle_since, which A has persisted."""
     await running_mixtral(make_adapter, standin, source, clock)
     a = make_adapter("scaler-a")
     b_source = FakeSource(clock=clock)
@@ -284,6 +285,15 @@ async def test_new_leader_adopts_the_persisted_state(
     await a.tick()
     await b.tick()
     b_source.down = False
+    return a, b, a_idle_since
+
+
+async def test_new_leader_adopts_the_persisted_state(
+    make_adapter: AdapterFactory, standin: KubeStandIn, source: FakeSource, clock: VirtualClock
+) -> None:
+    """B's own idle timer was broken by a gap in its data; on taking over it reloads A's
+    persisted timer from the annotation, so Mixtral's idle period is not counted anew."""
+    a, b, a_idle_since = await leader_and_diverged_follower(make_adapter, standin, source, clock)
     clock.advance(5)
     await a.tick()
     await b.tick()
@@ -300,19 +310,7 @@ async def test_new_leader_adopts_the_persisted_state_after_a_failed_read(
 ) -> None:
     """B takes over in a tick whose Deployment reads fail: it adopts A's persisted idle timer
     at its next successful read instead of keeping its own."""
-    await running_mixtral(make_adapter, standin, source, clock)
-    a = make_adapter("scaler-a")
-    b_source = FakeSource(clock=clock)
-    b = make_adapter("scaler-b", adapter_source=b_source)
-    await a.tick()
-    await b.tick()
-    a_idle_since = a.loop.states[MIXTRAL].idle_since
-    assert a_idle_since is not None
-    b_source.down = True  # B alone misses a tick: its idle run restarts
-    clock.advance(5)
-    await a.tick()
-    await b.tick()
-    b_source.down = False
+    _a, b, a_idle_since = await leader_and_diverged_follower(make_adapter, standin, source, clock)
     clock.advance(16)  # A dies; its lease expires
     standin.fail_next("get", "deployments", status=500, times=4)
     await b.tick()
