@@ -11,7 +11,7 @@ from scaler.activator.command import activator_command
 from scaler.dashboards.command import dashboards_command
 from scaler.live.command import serve_command
 from scaler.policy import check_policies
-from scaler.simulation.command import simulate, tune
+from scaler.simulation.command import bench, simulate, tune
 from scaler.simulation.scenario import is_scenario_file, validate_scenario
 
 app = typer.Typer(
@@ -62,6 +62,7 @@ app.command("dashboards")(dashboards_command)
 app.command("serve")(serve_command)
 app.command()(simulate)
 app.command()(tune)
+app.command()(bench)
 
 
 def main() -> None:

@@ -237,3 +237,76 @@ def tune(
     except TuneError as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"wrote {target}", err=True)
+
+
+def bench(
+    suite: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of scenario files, one traffic shape each (default: the bundled "
+            "simulations/bench/ plus simulations/homelab.yaml)."
+        ),
+    ] = None,
+    scenario: Annotated[
+        list[Path] | None,
+        typer.Option(help="A scenario file to add as a shape (repeatable; replaces the default)."),
+    ] = None,
+    policies: Annotated[
+        Path | None, typer.Option(help="Policy folder or file replacing the scenarios'.")
+    ] = None,
+    baseline: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"Policies to run: {', '.join(POLICY_NAMES)} (repeatable or comma list; "
+            "default: all; the oracle always runs)."
+        ),
+    ] = None,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Write the bench figures and reports as JSON.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Parallel processes (default: os.cpu_count()).")
+    ] = None,
+) -> None:
+    """Every policy over a suite of traffic shapes: cost / oracle and SLO per model, worst last."""
+    from scaler.simulation.bench import (
+        DEFAULT_SUITE,
+        BenchError,
+        bench_tables,
+        run_bench,
+        suite_files,
+    )
+
+    try:
+        names = policy_names(baseline or [])
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    chosen_suite = suite
+    default = None
+    if suite is None and not scenario:
+        default = default_scenario()
+        if default is None:
+            raise _fail(
+                f"no bundled {DEFAULT_SCENARIO} in {Path.cwd()}: run from the root of the "
+                "scaler checkout, or pass --suite DIR / --scenario FILE"
+            )
+        chosen_suite = default.parent / DEFAULT_SUITE.name
+    try:
+        files = suite_files(chosen_suite, scenario or [], default)
+        console = Console(stderr=True)
+        status = console.status(f"bench: 0 of {len(files) * (len(names) + 1)} runs")
+
+        def progress(done: int, total: int) -> None:
+            status.update(f"bench: {done} of {total} runs")
+
+        with status:
+            result = run_bench(
+                files, names, policies_path=policies, workers=workers, progress=progress
+            )
+    except BenchError as exc:
+        raise _fail(str(exc)) from None
+    out = Console(width=max(120, Console().width))
+    for table in bench_tables(result):
+        out.print(table)
+    if json_file is not None:
+        json_file.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
