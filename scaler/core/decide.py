@@ -30,13 +30,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
+from scaler.core.keepalive import keep_alive_seconds, remember_gap
 from scaler.core.placement import Occupancy
 from scaler.core.policy import FallbackMode, ModelPolicy
 from scaler.core.signals import Signal
+from scaler.core.sizing import Sizing, arrival_rate, size_for_slo, variability
 from scaler.core.types import ClusterState, Decision, ModelState, Observation, Reason
 
 # Float noise guard: 4.0000000001 / 2 must still be 2 replicas, not 3.
 _EPS = 1e-9
+
+# The shortest keep-alive: a request must have had a scrape (15 s) and a tick (5 s) to be
+# seen before an idle model goes to zero.
+_KEEP_ALIVE_FLOOR_SECONDS = 30.0
 
 
 def decide(
@@ -103,6 +109,45 @@ def _decide(
         if not signal.grows_with_backlog:
             arrivals = max(arrivals, ratio)
     demand = max(demands.values())
+
+    # 2b. SLO sizing (policies with a sizing section): the queueing model replaces the
+    # per-signal targets whenever it has what it needs; the targets stay the fallback.
+    service = state.service
+    sizing: Sizing | None = None
+    rule = policy.sizing
+    if rule is not None and Signal.REQUEST_RATE in signals and Signal.INFLIGHT_REQUESTS in signals:
+        rate = signals[Signal.REQUEST_RATE]
+        inflight = signals[Signal.INFLIGHT_REQUESTS]
+        # The profile (service time, burstiness) comes from the state as it was before this
+        # tick: a reading cannot lower its own estimate, so more load never sizes smaller.
+        seconds = service.service_seconds(
+            rule.service_seconds, rule.prior_requests, rule.calibration_seconds
+        )
+        spread = variability(
+            service.arrival_scv(rule.rate_window_seconds, rule.calibration_seconds),
+            rule.service_cv,
+        )
+        busy = max(0.0, inflight - signals.get(Signal.QUEUE_DEPTH, 0.0))
+        service = service.observe(
+            rate=rate,
+            busy=busy,
+            now=now,
+            horizon=rule.calibration_seconds,
+            rate_horizon=rule.rate_horizon_seconds,
+            window_s=rule.rate_window_seconds,
+        )
+        rate = arrival_rate(rate, rule.rate_window_seconds, service.mean_rate())
+        # While replicas start, the requests in the system are what they come to serve:
+        # their queue is not projected forward again (that cascades: 2 -> 4 -> 8), only the
+        # arrivals are. Every request present still needs a slot: the floor asks for the
+        # slots the requests in the system occupy, never for one of them twice.
+        sizing = _size(policy, rate, 0.0 if hold_backlog else inflight, seconds, spread)
+        held = held or (hold_backlog and inflight > 0)
+        floor = math.ceil(inflight / rule.slots_per_replica - _EPS)
+        demand = max(sizing.replicas, floor)
+        arrivals = sizing.load / rule.slots_per_replica
+        tolerated = False
+        reasons[0] = Reason.SLO_SIZED
     if held:
         reasons.append(Reason.COLD_START_HOLD)
     if tolerated and demand == current:
@@ -118,9 +163,16 @@ def _decide(
     # replica's worth across the window counts as a trend, not a wobble.
     if current > 0 and slope * policy.cold_start.trend_window_seconds >= 1.0 - 1e-6:
         projected_level = arrivals + slope * policy.cold_start.seconds
-        projected = math.ceil(projected_level - _EPS)
-        if _within(projected_level, current, policy.tolerance):
-            projected = current
+        if sizing is not None and rule is not None:
+            # The projected load, in requests/s, through the same queueing model.
+            projected_rate = projected_level * rule.slots_per_replica / sizing.service_seconds
+            projected = _size(
+                policy, projected_rate, 0.0, sizing.service_seconds, sizing.spread
+            ).replicas
+        else:
+            projected = math.ceil(projected_level - _EPS)
+            if _within(projected_level, current, policy.tolerance):
+                projected = current
         if projected > demand:
             demand = projected
             reasons.append(Reason.TREND_PROJECTED)
@@ -133,6 +185,18 @@ def _decide(
         if active or not idle_known
         else (state.idle_since if state.idle_since is not None else now)
     )
+    idle_gaps = state.idle_gaps
+    keep_alive: float | None = None
+    if policy.on_demand:
+        if active and state.idle_since is not None:
+            # An idle run just ended with a request: one more sample of the gap distribution.
+            idle_gaps = remember_gap(idle_gaps, now - state.idle_since)
+        keep_alive = keep_alive_seconds(
+            idle_gaps,
+            restart_cost_s=policy.restart_cost_seconds,
+            prior_s=_idle_seconds(policy),
+            floor_s=_KEEP_ALIVE_FLOOR_SECONDS,
+        )
     recommendations = state.recommendations
     changes = _observed_changes(state, current, policy, now)
     if policy.on_demand and current == 0:
@@ -144,7 +208,8 @@ def _decide(
         policy.on_demand
         and idle_since is not None
         and starting == 0
-        and now - idle_since >= _idle_seconds(policy)
+        and keep_alive is not None
+        and now - idle_since >= keep_alive
     ):
         # The idle period is this transition's stabilization: jump straight to zero.
         desired = 0
@@ -179,6 +244,8 @@ def _decide(
         demand=demand,
         placement_cap=cap,
         reasons=tuple(reasons),
+        sizing=sizing,
+        keep_alive_s=keep_alive,
     )
     next_state = ModelState(
         recommendations=recommendations,
@@ -190,8 +257,29 @@ def _decide(
         last_desired=desired,
         scale_changes=changes,
         observed_replicas=current,
+        service=service,
+        idle_gaps=idle_gaps,
     )
     return decision, next_state
+
+
+def _size(
+    policy: ModelPolicy, rate: float, in_system: float, service_seconds: float, spread: float
+) -> Sizing:
+    """The queueing model's replica count for `rate` requests/s (policies with sizing)."""
+    rule = policy.sizing
+    assert rule is not None
+    return size_for_slo(
+        arrival_rate=rate,
+        in_system=in_system,
+        reaction_s=rule.detection_seconds + policy.cold_start.seconds,
+        service_seconds=service_seconds,
+        slots=rule.slots_per_replica,
+        wait_s=policy.slo.queue_wait_seconds,
+        miss=policy.slo_miss_ratio,
+        spread=spread,
+        limit=policy.replicas.max,
+    )
 
 
 def decide_all(

@@ -180,7 +180,15 @@ class ColdStart(_Strict):
 class ScaleToZero(_Strict):
     """On-demand models only: idle period before going to zero and the activation rule."""
 
-    idle_seconds: PositiveFloat
+    # The longest an idle model is kept before going to zero; the keep-alive itself comes
+    # from the model's observed idle gaps (scaler.core.keepalive) once a few are known.
+    idle_seconds: Annotated[float, Field(gt=0, le=604_800, allow_inf_nan=False)]
+    # One restart's cost, in seconds of holding the replica (the ski-rental price); unset:
+    # coldStart.seconds (memory held while loading) + slo.queueWaitSeconds (the wait it
+    # imposes on the request that finds the model asleep).
+    restart_cost_seconds: Annotated[float, Field(gt=0, le=604_800, allow_inf_nan=False)] | None = (
+        None
+    )
     activation_threshold: NonNegativeFloat = 0.0
     activation_signals: tuple[Signal, ...] = (
         Signal.QUEUE_DEPTH,
@@ -202,6 +210,36 @@ class Placement(_Strict):
 
     memory_gib: PositiveFloat = Field(alias="memoryGiB")
     max_per_node: int = Field(ge=1)
+
+
+class SloSizing(_Strict):
+    """SLO-driven sizing (``scaler.core.sizing``): how one replica serves requests.
+
+    With this section the replica count is the fewest replicas whose predicted queue wait
+    meets ``slo`` (``queueWaitSeconds`` at ``percentile``) for the measured arrival rate, by
+    a multi-server queueing model; the per-replica ``targets`` are then the fallback for
+    ticks without a request rate or in-flight count. Without it, ``targets`` decide alone.
+    """
+
+    slots_per_replica: int = Field(ge=1, le=4096)  # requests one replica serves at once
+    # Prior mean time a request holds a slot (prefill + decode); calibrated online from the
+    # observed in-flight count and request rate (Little's law).
+    service_seconds: Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)]
+    # Coefficient of variation of the service time (1 = exponential; LLM outputs: ~1-2).
+    service_cv: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = 1.0
+    # Time constant of the online estimate.
+    calibration_seconds: Annotated[float, Field(gt=0, le=604_800, allow_inf_nan=False)] = 900.0
+    # From a sample to a decision acting on it: the scrape interval plus a tick. Added to
+    # coldStart.seconds it is the reaction time the replicas running now must bridge.
+    detection_seconds: Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)] = 20.0
+    # Time constant of the arrival-rate average the model is sized for (a short window's
+    # rate overrides it only when it is clearly a burst: scaler.core.sizing.arrival_rate).
+    rate_horizon_seconds: Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)] = 600.0
+    # How many requests' worth of evidence the prior counts for against the measurement.
+    prior_requests: Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)] = 20.0
+    # The window of the source's request-rate query (rate(...[1m])): how many requests a
+    # short-window reading rests on, to tell a burst from noise.
+    rate_window_seconds: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 60.0
 
 
 class DataPolicy(_Strict):
@@ -290,6 +328,7 @@ class ModelPolicy(_Strict):
     cold_start: ColdStart
     scale_to_zero: ScaleToZero | None = Field(default=None, validate_default=True)
     placement: Placement
+    sizing: SloSizing | None = None
     data: DataPolicy = DataPolicy()
     fallback: Fallback
     slo: Slo
@@ -355,6 +394,19 @@ class ModelPolicy(_Strict):
         if model_class is ModelClass.ON_DEMAND and value is None:
             raise ValueError("an on-demand model needs a scaleToZero section")
         return value
+
+    @property
+    def restart_cost_seconds(self) -> float:
+        """What one restart from zero costs, in seconds of holding a replica (on-demand)."""
+        rule = self.scale_to_zero
+        if rule is not None and rule.restart_cost_seconds is not None:
+            return rule.restart_cost_seconds
+        return self.cold_start.seconds + self.slo.queue_wait_seconds
+
+    @property
+    def slo_miss_ratio(self) -> float:
+        """The fraction of requests allowed to wait longer than the SLO threshold."""
+        return max(1e-6, 1.0 - self.slo.percentile / 100.0)
 
     @property
     def on_demand(self) -> bool:

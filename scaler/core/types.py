@@ -6,6 +6,7 @@ virtual seconds in the simulator). The core never reads a clock.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -13,6 +14,7 @@ from functools import cached_property
 from typing import TypeAlias
 
 from scaler.core.signals import Signal
+from scaler.core.sizing import ServiceEstimate, Sizing
 
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
 """A value that ``json.dumps`` accepts as is."""
@@ -26,6 +28,7 @@ class Reason(StrEnum):
     """
 
     DEMAND = "Demand"  # desired follows the per-signal demand
+    SLO_SIZED = "SloSized"  # demand from the queueing model: fewest replicas meeting the SLO
     WITHIN_TOLERANCE = "WithinTolerance"  # demand within tolerance of current: no change
     TREND_PROJECTED = "TrendProjected"  # demand projected cold-start seconds ahead
     COLD_START_HOLD = "ColdStartHold"  # backlog growth ignored while replicas are starting
@@ -138,6 +141,10 @@ class ModelState:
     scale_changes: tuple[tuple[float, int], ...] = ()
     # The current replica count seen on the previous tick (to notice changes).
     observed_replicas: int | None = None
+    # The online service-time estimate (policies with a sizing section).
+    service: ServiceEstimate = ServiceEstimate()
+    # Recent idle gaps (idle start to the next activity), for the on-demand keep-alive.
+    idle_gaps: tuple[float, ...] = ()
 
     def to_json(self) -> dict[str, JsonValue]:
         """A JSON-ready dict (for the Deployment annotation and the simulator's state dumps)."""
@@ -151,6 +158,16 @@ class ModelState:
             "lastDesired": self.last_desired,
             "scaleChanges": [[t, d] for t, d in self.scale_changes],
             "observedReplicas": self.observed_replicas,
+            "idleGaps": list(self.idle_gaps),
+            "service": {
+                "rate": self.service.rate,
+                "busy": self.service.busy,
+                "weight": self.service.weight,
+                "level": self.service.level,
+                "levelWeight": self.service.level_weight,
+                "countSq": self.service.count_sq,
+                "updated": self.service.updated,
+            },
         }
 
     @classmethod
@@ -180,9 +197,43 @@ class ModelState:
                 last_desired=(
                     None if data.get("lastDesired") is None else int(_number(data["lastDesired"]))
                 ),
+                service=_service(data.get("service")),
+                idle_gaps=_gaps(data.get("idleGaps", [])),
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"malformed model state: {exc}") from None
+
+
+def _service(value: object) -> ServiceEstimate:
+    # Absent in states written before sizing existed: start the estimate afresh.
+    if value is None:
+        return ServiceEstimate()
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping for service, got {value!r}")
+    rate, busy = _number(value.get("rate", 0.0)), _number(value.get("busy", 0.0))
+    weight = _number(value.get("weight", 0.0))
+    level, level_weight = _number(value.get("level", 0.0)), _number(value.get("levelWeight", 0.0))
+    count_sq = _number(value.get("countSq", 0.0))
+    if min(rate, busy, level, count_sq) < 0 or not (0 <= weight <= 1 and 0 <= level_weight <= 1):
+        raise ValueError(f"service estimate out of range: {value!r}")
+    return ServiceEstimate(
+        rate=rate,
+        busy=busy,
+        weight=weight,
+        level=level,
+        level_weight=level_weight,
+        count_sq=count_sq,
+        updated=_opt_float(value.get("updated")),
+    )
+
+
+def _gaps(value: object) -> tuple[float, ...]:
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of idle gaps, got {value!r}")
+    gaps = tuple(_number(g) for g in value)
+    if any(g < 0 for g in gaps):
+        raise ValueError(f"negative idle gap in {value!r}")
+    return gaps
 
 
 def _pairs(value: object) -> list[tuple[object, object]]:
@@ -222,6 +273,8 @@ class Decision:
     demand: int | None  # max over signals (after projection); None without data
     placement_cap: int | None  # most replicas that fit; None when placement is unknown
     reasons: tuple[Reason, ...] = field(default=())
+    sizing: Sizing | None = None  # the queueing model's view (policies with sizing)
+    keep_alive_s: float | None = None  # idle time before zero now (on-demand models)
 
     @property
     def changed(self) -> bool:
@@ -242,4 +295,18 @@ class Decision:
             "demand": self.demand,
             "placementCap": self.placement_cap,
             "reasons": [r.value for r in self.reasons],
+            "keepAliveSeconds": self.keep_alive_s,
+            "sizing": None
+            if self.sizing is None
+            else {
+                "replicas": self.sizing.replicas,
+                "arrivalRate": self.sizing.arrival_rate,
+                "serviceSeconds": self.sizing.service_seconds,
+                "load": self.sizing.load,
+                # JSON has no infinity: an overloaded prediction is null.
+                "predictedWaitSeconds": self.sizing.predicted_wait_s
+                if math.isfinite(self.sizing.predicted_wait_s)
+                else None,
+                "predictedMissRatio": self.sizing.predicted_miss,
+            },
         }

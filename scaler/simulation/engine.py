@@ -71,6 +71,16 @@ class RecordsDecisions(Protocol):
     decisions: list[Decision]
 
 
+@runtime_checkable
+class WakesOnHold(Protocol):
+    """An autoscaler whose request path wakes a model the moment it holds a request for it
+    (scaler's activator with ``--scale-on-wake``, as the shipped manifests run it)."""
+
+    def wake(self, model: str, now: float, spec_replicas: int) -> int | None:
+        """The spec.replicas to write now that a request is held for `model`, or None."""
+        ...
+
+
 @dataclass(frozen=True)
 class ModelSeries:
     """One model's state at every scrape (arrays aligned with `SimulationResult.scrape_times`)."""
@@ -384,6 +394,7 @@ class Simulation:
                     spec_changes.append((now, m, replicas))
                     scale(m, replicas, now)
 
+        waker = self.autoscaler if isinstance(self.autoscaler, WakesOnHold) else None
         i = 0
         inf = math.inf
         while True:
@@ -419,6 +430,11 @@ class Simulation:
                 elif holds or cluster.ready[m] > 0:
                     queues[m].append(i)
                     held[i] = cluster.ready[m] == 0
+                    if held[i] and waker is not None:
+                        woken = waker.wake(self.names[m], now, cluster.spec[m])
+                        if woken is not None and woken != cluster.spec[m]:
+                            spec_changes.append((now, m, woken))
+                            scale(m, woken, now)
                 else:
                     finish(i, DROPPED)
                 i += 1

@@ -17,7 +17,10 @@ This is the production path, step for step:
    (the decision) when the decision wakes the model and N -> 0 when it decides zero; the HPA
    follows the decision from there.
 
-Requests that arrive at zero replicas are held by scaler's activator (engine: holds).
+Requests that arrive at zero replicas are held by scaler's activator (engine: holds), which
+also writes ``spec.replicas`` 0 -> 1 the moment it holds one (``--scale-on-wake``, on in the
+shipped manifests; at most once per `WAKE_INTERVAL_SECONDS` per model, as
+``scaler.activator.wake`` does), so a wake-up does not wait for a scrape and a tick.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from scaler.simulation.hpa import (
     MetricTarget,
     PartialScalingRules,
 )
+
+WAKE_INTERVAL_SECONDS = 30.0
+"""The activator patches a model from zero at most this often (scaler.activator.wake)."""
 
 TARGET_MILLI = 1000
 """``AverageValue: 1`` on ``scaler-desired-replicas``: one replica per unit of the metric."""
@@ -77,6 +83,18 @@ class ScalerPolicy:
         self._hpas = {p.model: HpaEmulator(scaler_hpa_spec(p)) for p in self.policies}
         self._served: dict[str, int] = {}  # scaler-desired-replicas as the API serves it
         self._next_sync = 0.0
+        self._woken: dict[str, float] = {}  # when the activator last woke each model
+        self._on_demand = {p.model for p in self.policies if p.on_demand}
+
+    def wake(self, model: str, now: float, spec_replicas: int) -> int | None:
+        """The activator's ``--scale-on-wake``: 0 -> 1 when a request is held at zero."""
+        if spec_replicas != 0 or model not in self._on_demand:
+            return None
+        last = self._woken.get(model)
+        if last is not None and now - last < WAKE_INTERVAL_SECONDS:
+            return None
+        self._woken[model] = now
+        return 1
 
     def tick(self, view: ClusterView) -> Mapping[str, int]:
         """One control-loop tick, plus the HPA syncs that fall due at this instant."""

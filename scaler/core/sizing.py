@@ -1,0 +1,263 @@
+"""SLO-driven sizing: the fewest replicas whose predicted queue wait meets the SLO (pure).
+
+The model is a multi-server queue: every replica has ``slots`` request slots (llama-server
+``-np``, vLLM's concurrent sequences), requests arrive at rate λ and hold a slot for a mean
+service time S, so the offered load is ``a = λ·S`` busy slots. For ``c`` slots in all the
+probability that an arrival waits at all is Erlang C, ``C(c, a)``; in M/M/c the wait beyond
+that is exponential with rate ``(c - a) / S``, so ``P(wait > t) = C(c, a)·exp(-(c - a)·t/S)``.
+LLM service times are far from exponential (heavy-tailed output lengths): the Allen–Cunneen
+approximation for M/G/c scales the mean wait by ``(1 + cv²) / 2`` (cv: the coefficient of
+variation of the service time), which we apply to the tail's time constant.
+
+Sources: Erlang C and its tail, e.g. Harchol-Balter, "Performance Modeling and Design of
+Computer Systems" (2013), ch. 14; Allen–Cunneen: Allen, "Probability, Statistics and
+Queueing Theory" (1990); llm-d's Workload Variant Autoscaler sizes LLM servers from the same
+kind of queueing model over a per-model performance profile.
+
+The service time comes from `ServiceEstimate`: an online estimate by Little's law (busy
+slots = throughput × service time) over exponentially weighted averages of what the
+metrics source reports, shrunk towards the policy's prior while few requests were seen.
+The same estimator serves the live loop and the simulator (they both call ``decide()``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+# Beyond this many slots the Erlang recursion is cut short: no homelab model has that many,
+# and C(c, a) is below 1e-12 long before (it keeps the hot path bounded for huge policies).
+_MAX_SLOTS = 4096
+
+
+def erlang_c(servers: int, load: float) -> float:
+    """P(an arrival has to wait) in M/M/c with `servers` and offered load `load` (pure).
+
+    1.0 when the load reaches the servers (the queue grows without bound), 0.0 at no load.
+    Computed by the Erlang B recursion, which is stable for any size (no factorials).
+    """
+    if load <= 0.0:
+        return 0.0
+    if servers <= 0 or load >= servers:
+        return 1.0
+    blocked = 1.0
+    for k in range(1, min(servers, _MAX_SLOTS) + 1):
+        blocked = load * blocked / (k + load * blocked)
+    rho = load / servers
+    return blocked / (1.0 - rho + rho * blocked)
+
+
+def variability(arrival_scv: float, service_cv: float) -> float:
+    """Allen–Cunneen's factor ``(ca² + cs²) / 2``: 1 for Poisson arrivals and exponential
+    service; `arrival_scv` is ca² (the arrivals' squared coefficient of variation, estimated
+    by the index of dispersion of counts), `service_cv` is cs (pure)."""
+    return (arrival_scv + service_cv * service_cv) / 2.0
+
+
+def wait_tail(
+    servers: int, load: float, service_s: float, wait_s: float, spread: float = 1.0
+) -> float:
+    """P(queue wait > `wait_s`) in G/G/c: the Erlang C tail with its time constant scaled
+    by `spread` (Allen–Cunneen's ``variability``) (pure)."""
+    if load <= 0.0:
+        return 0.0
+    if servers <= 0 or load >= servers:
+        return 1.0
+    decay = (servers - load) * wait_s / (service_s * spread)
+    return erlang_c(servers, load) * math.exp(-decay)
+
+
+def wait_quantile(
+    servers: int, load: float, service_s: float, miss: float, spread: float = 1.0
+) -> float:
+    """The queue wait that a fraction `1 - miss` of requests stays under (inf if overloaded)."""
+    if load <= 0.0:
+        return 0.0
+    if servers <= 0 or load >= servers:
+        return math.inf
+    waits = erlang_c(servers, load)
+    if waits <= miss:
+        return 0.0
+    return math.log(waits / miss) * service_s * spread / (servers - load)
+
+
+@dataclass(frozen=True, slots=True)
+class Sizing:
+    """What the queueing model says for one model at one tick (for decisions and dashboards)."""
+
+    replicas: int  # fewest replicas meeting the SLO (at most `limit`)
+    arrival_rate: float  # λ used, requests/s
+    service_seconds: float  # S used
+    load: float  # a = λ·S, busy slots
+    predicted_wait_s: float  # wait at the SLO percentile with `replicas` (inf: overloaded)
+    predicted_miss: float  # P(wait > SLO threshold) with `replicas`
+    spread: float = 1.0  # Allen–Cunneen's (ca² + cs²) / 2 used
+
+
+def poisson_above(count: int, mean: float) -> float:
+    """P(X > `count`) for X Poisson with `mean` (pure)."""
+    if mean <= 0.0:
+        return 0.0 if count >= 0 else 1.0
+    if count < 0:
+        return 1.0
+    if count > mean + 12.0 * math.sqrt(mean) + 30.0:
+        return 0.0  # beyond twelve standard deviations: below float resolution
+    term = math.exp(-mean)
+    below = term
+    for k in range(1, count + 1):
+        term *= mean / k
+        below += term
+    return max(0.0, 1.0 - below)
+
+
+def size_for_slo(
+    *,
+    arrival_rate: float,
+    in_system: float,
+    service_seconds: float,
+    slots: int,
+    wait_s: float,
+    miss: float,
+    spread: float,
+    reaction_s: float,
+    limit: int,
+) -> Sizing:
+    """The fewest replicas (1 to `limit`) that hold the requests expected in the system one
+    reaction time from now, but for a fraction `miss` of the time (pure).
+
+    A replica asked for now is serving after `reaction_s` (a scrape, a tick, a cold start):
+    until then the replicas running now are all there is, so they must hold what the
+    requests in the system now and the arrivals of the reaction time add up to. A request
+    may queue up to the SLO threshold: in that time about ``slots × wait_s / S`` slots of
+    each replica free up, so each replica holds ``slots × (1 + wait_s / S)`` requests before
+    one waits too long. `spread` (Allen–Cunneen's variability; 1 for Poisson arrivals)
+    widens the arrivals' count. The steady-state prediction (Erlang C) is reported with it.
+    """
+    load = arrival_rate * service_seconds
+    survive = math.exp(-reaction_s / service_seconds)
+    survivors = in_system * survive
+    arrivals = load * (1.0 - survive)
+    per_replica = slots * (1.0 + wait_s / service_seconds)
+    # Overdispersed arrivals (spread > 1) widen the arrivals' part of the count, not the
+    # survivors' (those requests are here already): a Poisson of mean M/g, scaled by g, has
+    # the mean M and g times the variance, with g matched to the sum's variance.
+    mean = survivors + arrivals
+    factor = (survivors + max(1.0, spread) * arrivals) / mean if mean > 0.0 else 1.0
+
+    def overflow(replicas: int) -> float:
+        return poisson_above(math.floor(replicas * per_replica / factor), mean / factor)
+
+    replicas = 1
+    tail = overflow(replicas)
+    while tail > miss and replicas < limit:
+        replicas += 1
+        tail = overflow(replicas)
+    return Sizing(
+        replicas=replicas,
+        arrival_rate=arrival_rate,
+        service_seconds=service_seconds,
+        load=load,
+        predicted_wait_s=wait_quantile(replicas * slots, load, service_seconds, miss, spread),
+        predicted_miss=tail,
+        spread=spread,
+    )
+
+
+def arrival_rate(short: float, window_s: float, long: float | None, z: float = 2.0) -> float:
+    """The arrival rate to size for: the long-run mean, or what the short window proves is
+    more (pure).
+
+    At homelab rates a 1-minute ``rate()`` is mostly noise: one request in a quiet minute
+    reads as several times the real rate, and sizing for it buys replicas for nothing. The
+    short window counts only as far as its count proves: its rate less `z` standard
+    deviations of a Poisson count (``(n - z·√n) / window``), so two requests in a minute
+    prove nothing and a flash crowd of twenty proves most of itself, as Knative's panic
+    window overrides its stable window only when the load clearly jumped.
+    """
+    count = short * window_s
+    proven = max(0.0, count - z * math.sqrt(count)) / window_s
+    if long is None:
+        return proven
+    return max(long, proven)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEstimate:
+    """The online estimate of a model's mean service time, carried in the model's state.
+
+    `rate` and `busy` accumulate exponentially weighted averages (time constant: the policy's
+    ``sizing.calibrationSeconds``, the horizon) of the request rate and of the busy slots
+    (in-flight minus queued), both as the metrics source reports them, starting from zero, so
+    that ``rate × horizon`` is about the number of requests they rest on; `updated` is when
+    they were last folded in. By Little's law busy slots = throughput × service time, and in
+    a steady state the throughput is the arrival rate.
+    """
+
+    rate: float = 0.0
+    busy: float = 0.0
+    weight: float = 0.0  # 1 - exp(-time observed / horizon): divides out the start from zero
+    # The arrival rate averaged over the shorter rate horizon, and its weight likewise.
+    level: float = 0.0
+    level_weight: float = 0.0
+    # The mean square of the short window's request count (horizon average, like `rate`),
+    # for the index of dispersion: Var(count) / E[count] is 1 for Poisson arrivals.
+    count_sq: float = 0.0
+    updated: float | None = None
+
+    def observe(
+        self,
+        *,
+        rate: float,
+        busy: float,
+        now: float,
+        horizon: float,
+        rate_horizon: float,
+        window_s: float,
+    ) -> ServiceEstimate:
+        """The estimate with the span since the last observation folded in (pure)."""
+        if self.updated is None:
+            return replace(self, updated=now)  # a first reading covers no time span yet
+        if now <= self.updated:
+            return self
+        # A gap longer than a horizon is not bridged: the reading stands for one horizon.
+        keep = math.exp(-min(now - self.updated, horizon) / horizon)
+        keep_level = math.exp(-min(now - self.updated, rate_horizon) / rate_horizon)
+        return ServiceEstimate(
+            rate=keep * self.rate + (1.0 - keep) * rate,
+            busy=keep * self.busy + (1.0 - keep) * busy,
+            weight=keep * self.weight + (1.0 - keep),
+            level=keep_level * self.level + (1.0 - keep_level) * rate,
+            level_weight=keep_level * self.level_weight + (1.0 - keep_level),
+            count_sq=keep * self.count_sq + (1.0 - keep) * (rate * window_s) ** 2,
+            updated=now,
+        )
+
+    def arrival_scv(self, window_s: float, horizon: float, min_requests: float = 30.0) -> float:
+        """The arrivals' squared coefficient of variation, by the index of dispersion of the
+        short window's counts (1: Poisson; bursty traffic more), clamped to [0.5, 20]; 1
+        until `min_requests` requests were seen. Overlapping windows read the same requests
+        twice, which correlates successive counts but does not bias their variance."""
+        if self.weight <= 0.0 or self.rate * window_s <= 0.0:
+            return 1.0
+        if self.requests_seen(horizon) < min_requests:
+            return 1.0
+        mean = self.rate / self.weight * window_s
+        variance = self.count_sq / self.weight - mean * mean
+        return min(20.0, max(0.5, variance / mean))
+
+    def mean_rate(self) -> float | None:
+        """The arrival rate over the rate horizon, None before any span was observed."""
+        return self.level / self.level_weight if self.level_weight > 0.0 else None
+
+    def requests_seen(self, horizon: float) -> float:
+        """About how many requests the averages rest on."""
+        return self.rate * horizon
+
+    def service_seconds(self, prior: float, prior_requests: float, horizon: float) -> float:
+        """Mean service time: Little's law (busy / rate), shrunk towards `prior` as if the
+        prior were `prior_requests` requests' worth of evidence."""
+        seen = self.requests_seen(horizon)
+        if seen <= 0.0:
+            return prior
+        measured = self.busy / self.rate
+        return (prior * prior_requests + measured * seen) / (prior_requests + seen)
