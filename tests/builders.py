@@ -49,6 +49,12 @@ def make_policy(base: str = "mistral-7b", **changes: Any) -> ModelPolicy:
     return ModelPolicy.model_validate(policy_document(base, **changes))
 
 
+def make_target_policy(base: str = "mistral-7b", **changes: Any) -> ModelPolicy:
+    """A shipped policy without its ``sizing`` section: decided by the per-signal targets
+    alone (the fallback path of a sized policy), for tests that pin those steps."""
+    return make_policy(base, sizing=None, **changes)
+
+
 def make_observation(
     model: str = "mistral-7b",
     *,

@@ -142,8 +142,12 @@ def _decide(
         # arrivals are. Every request present still needs a slot: the floor asks for the
         # slots the requests in the system occupy, never for one of them twice.
         sizing = _size(policy, rate, 0.0 if hold_backlog else inflight, seconds, spread)
-        held = held or (hold_backlog and inflight > 0)
         floor = math.ceil(inflight / rule.slots_per_replica - _EPS)
+        # Held too, unless a replica asked for now is serving before one service time has
+        # passed: then it takes part of the backlog (Mixtral: 60 s start, 90 s requests);
+        # otherwise the replicas already starting drain it first (mistral: 90 s, 50 s).
+        if hold_backlog and floor > current and policy.cold_start.seconds >= seconds:
+            floor, held = current, True
         demand = max(sizing.replicas, floor)
         arrivals = sizing.load / rule.slots_per_replica
         tolerated = False

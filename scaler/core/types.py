@@ -142,7 +142,7 @@ class ModelState:
     # The current replica count seen on the previous tick (to notice changes).
     observed_replicas: int | None = None
     # The online service-time estimate (policies with a sizing section).
-    service: ServiceEstimate = ServiceEstimate()
+    service: ServiceEstimate = field(default_factory=ServiceEstimate)
     # Recent idle gaps (idle start to the next activity), for the on-demand keep-alive.
     idle_gaps: tuple[float, ...] = ()
 

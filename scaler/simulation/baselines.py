@@ -11,6 +11,10 @@ as 0) it is reproduced, since that is what the comparison is for.
   generated HPA (reference/autoscaler-baselines.md §2).
 - ``KpaBaseline`` ("kpa"): Knative's KPA with the activator (reference/autoscaler-baselines.md
   §3).
+- ``HpaWarmBaseline`` ("hpa-warm"): the plain HPA with every on-demand model kept warm at one
+  replica (``minReplicas: 1``), what an operator without scale-from-zero would run.
+- ``KedaHttpBaseline`` ("keda-http"): KEDA with its HTTP add-on, whose interceptor holds
+  requests at zero and counts them, at the add-on's documented defaults.
 """
 
 from __future__ import annotations
@@ -441,3 +445,114 @@ class KpaBaseline:
     @staticmethod
     def _bounded(rev: _Revision, replicas: int) -> int:
         return max(rev.min_scale, min(rev.max_scale, replicas))
+
+
+class HpaWarmBaseline(HpaBaseline):
+    """The plain HPA, with on-demand models kept warm: ``minReplicas: 1`` and one replica
+    running from the start (the set-up an operator picks when nothing can scale from zero).
+
+    Same HPA as ``HpaBaseline`` (raw signals, behavior nil, 300 s downscale stabilization);
+    the only change is that a model whose policy allows 0 never goes below 1.
+    """
+
+    name = "hpa-warm"
+
+    def __init__(self, policies: Sequence[ModelPolicy], **options: float) -> None:
+        super().__init__(policies, **options)  # type: ignore[arg-type]
+        self.initial_replicas = {p.model: max(1, p.replicas.min) for p in policies}
+
+
+@dataclass
+class _Route:
+    """One HTTPScaledObject: its concurrency target, bounds and activity."""
+
+    target: float
+    min_replicas: int
+    max_replicas: int
+    hpa: HpaEmulator
+    last_active: float | None = None
+
+
+class KedaHttpBaseline:
+    """KEDA with the HTTP add-on: the interceptor in the request path holds requests while a
+    workload is at zero, and the add-on's scaler reports its in-flight count to KEDA.
+
+    Sources: kedacore/http-add-on docs (keda.sh/http-add-on, "Scaling" and the
+    HTTPScaledObject reference): the scaling metric is the interceptor's concurrency (in-flight
+    requests per route) against ``scalingMetric.concurrency.targetValue`` per replica (default
+    100; here the policy's ``inflightRequests`` target, as an operator sizes it to the server's
+    slots), through the HPA KEDA generates (``desired = ceil(concurrency / target)``, default
+    HPA behavior: 300 s downscale stabilization, 15 s sync); ``scaledownPeriod`` (default
+    300 s) after the route's last in-flight request the workload goes to zero; the interceptor
+    holds requests at zero (cold start) and KEDA's external-push trigger activates the
+    workload on the first one (``HOLDING``: the engine holds, ``wake`` scales 0 -> min(1)).
+
+    The concurrency is the interceptor's own count (``ModelView.inflight``), not Prometheus:
+    it never goes missing, so a metrics outage does not affect it.
+    """
+
+    name = "keda-http"
+
+    def __init__(
+        self,
+        policies: Sequence[ModelPolicy],
+        *,
+        interval: float = 15.0,
+        scaledown_period: float = 300.0,
+        default_target: float = 100.0,
+        tolerance: float = 0.1,
+        downscale_stabilization_seconds: float = 300.0,
+    ) -> None:
+        self.interval = interval
+        self.scaledown_period = scaledown_period
+        self._routes: dict[str, _Route] = {}
+        for p in policies:
+            target = p.targets.inflight_requests or default_target
+            self._routes[p.model] = _Route(
+                target=target,
+                min_replicas=p.replicas.min,
+                max_replicas=p.replicas.max,
+                hpa=HpaEmulator(
+                    HpaSpec(
+                        max_replicas=p.replicas.max,
+                        metrics=(MetricTarget("AverageValue", target_milli(target)),),
+                        min_replicas=max(1, p.replicas.min),
+                        tolerance=tolerance,
+                        downscale_stabilization_seconds=downscale_stabilization_seconds,
+                        sync_period_seconds=interval,
+                    )
+                ),
+            )
+
+    def wake(self, model: str, now: float, spec_replicas: int) -> int | None:
+        """The external-push activation: the first held request scales the route 0 -> 1."""
+        route = self._routes.get(model)
+        if route is None or spec_replicas != 0:
+            return None
+        route.last_active = now
+        return max(1, route.min_replicas)
+
+    def tick(self, view: ClusterView) -> Mapping[str, int]:
+        """One HPA sync per route, and the scale-to-zero of routes idle for scaledownPeriod."""
+        wanted: dict[str, int] = {}
+        for name, route in self._routes.items():
+            model = view.models.get(name)
+            if model is None:
+                continue
+            if model.inflight > 0:
+                route.last_active = view.now
+            spec = model.spec_replicas
+            if spec == 0:
+                continue  # woken by `wake` when a request is held
+            if (
+                route.min_replicas == 0
+                and model.inflight == 0
+                and route.last_active is not None
+                and view.now - route.last_active >= self.scaledown_period - _EPSILON
+            ):
+                wanted[name] = 0
+                continue
+            sync = _sync(route.hpa, view, name, spec, [model.inflight * 1000])
+            if sync.rescaled:
+                wanted[name] = sync.desired_replicas
+        return wanted

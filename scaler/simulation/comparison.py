@@ -5,12 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from scaler.simulation.autoscaler import Autoscaler
-from scaler.simulation.baselines import HpaBaseline, KedaBaseline, KpaBaseline
+from scaler.simulation.baselines import (
+    HpaBaseline,
+    HpaWarmBaseline,
+    KedaBaseline,
+    KedaHttpBaseline,
+    KpaBaseline,
+)
 from scaler.simulation.oracle import Oracle
 from scaler.simulation.scaler_policy import ScalerPolicy
 from scaler.simulation.scenario import PreparedScenario
 
-POLICY_NAMES = ("scaler", "hpa", "keda", "kpa", "oracle")
+POLICY_NAMES = ("scaler", "hpa", "hpa-warm", "keda", "keda-http", "kpa", "oracle")
 """Every comparable policy, in the order reports list them."""
 
 
@@ -40,8 +46,12 @@ def make_autoscaler(name: str, prepared: PreparedScenario) -> Autoscaler:
         return ScalerPolicy(policies)
     if name == "hpa":
         return HpaBaseline(policies)
+    if name == "hpa-warm":
+        return HpaWarmBaseline(policies)
     if name == "keda":
         return KedaBaseline(policies)
+    if name == "keda-http":
+        return KedaHttpBaseline(policies)
     if name == "kpa":
         return KpaBaseline(policies)
     if name == "oracle":

@@ -51,7 +51,7 @@ from scaler.simulation.cluster import PodPhase, PodTemplate, VirtualCluster, Vir
 from scaler.simulation.scenario import PreparedScenario
 from scaler.simulation.traces import FloatArray, IntArray
 
-HOLDING_POLICIES = frozenset({"scaler", "kpa", "oracle"})
+HOLDING_POLICIES = frozenset({"scaler", "kpa", "keda-http", "oracle"})
 """Policies whose request path holds requests while a model has no Ready replica."""
 
 PENDING, SERVED, DROPPED = 0, 1, 2
@@ -133,6 +133,7 @@ class SimulationResult:
     holds_requests: bool  # whether the request path held requests at zero Ready pods
     pods: tuple[PodRecord, ...]
     spec_changes: tuple[tuple[float, int, int], ...]  # (time, model, new spec.replicas)
+    initial_replicas: tuple[int, ...]  # spec.replicas per model at t=0
     scrape_times: FloatArray
     tick_times: FloatArray  # every tick of the autoscaler
     series: tuple[ModelSeries, ...]
@@ -287,10 +288,12 @@ class Simulation:
             if left and not holds and cluster.ready[m] == 0:
                 drop_queue(m)
 
-        # The cluster was running before t=0: every model at its minimum, warm.
+        # The cluster was running before t=0: every model at its minimum (or the count the
+        # autoscaler's set-up keeps, e.g. hpa-warm's one Mixtral replica), warm.
         policies = prepared.policies
+        initial = getattr(self.autoscaler, "initial_replicas", {})
         for m, policy in enumerate(policies):
-            cluster.scale(m, policy.replicas.min, 0.0)
+            cluster.scale(m, initial.get(policy.model, policy.replicas.min), 0.0)
         cluster.start_ready(0.0)
         for m in range(n_models):
             free_slots[m] = cluster.ready[m] * runtimes[m].slots
@@ -491,6 +494,7 @@ class Simulation:
             holds_requests=holds,
             pods=records,
             spec_changes=tuple(spec_changes),
+            initial_replicas=tuple(initial.get(p.model, p.replicas.min) for p in policies),
             scrape_times=np.asarray(scrape_times, dtype=np.float64),
             tick_times=np.asarray(tick_times, dtype=np.float64),
             series=series,

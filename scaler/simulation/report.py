@@ -137,7 +137,7 @@ def build_report(result: SimulationResult) -> SimulationReport:
         waited_until = end if math.isnan(pod.placed) else pod.placed
         pending_s[pod.model] += max(0.0, waited_until - pod.created)
     events = [0] * len(result.models)
-    highest = [p.replicas.min for p in result.policies]
+    highest = list(result.initial_replicas)
     for _, m, replicas in result.spec_changes:
         events[m] += 1
         highest[m] = max(highest[m], replicas)
@@ -198,7 +198,7 @@ def _fraction(mask: np.ndarray) -> float:
 
 def _peak_total(result: SimulationResult) -> int:
     """The highest sum of spec.replicas over the models at any instant."""
-    spec = [p.replicas.min for p in result.policies]
+    spec = list(result.initial_replicas)
     peak = sum(spec)
     for _, m, replicas in result.spec_changes:
         spec[m] = replicas

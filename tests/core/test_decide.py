@@ -1,4 +1,8 @@
-"""decide(): one behaviour per test, each step of the pipeline."""
+"""decide(): one behaviour per test, each step of the pipeline.
+
+These pin the per-signal target steps, so they use policies without a ``sizing`` section
+(``make_target_policy``); the SLO sizing step has its own tests in test_sizing.py.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ import math
 import pytest
 
 from scaler.core import ModelState, Pod, Reason, Signal, decide, decide_all
-from tests.builders import homelab, make_observation, make_policy
+from tests.builders import homelab, make_observation
+from tests.builders import make_target_policy as make_policy
 
 NO_CLUSTER = homelab().__class__()  # an empty ClusterState: placement unknown
 

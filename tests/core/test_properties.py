@@ -1,7 +1,13 @@
-"""Invariants of decide(), checked with hypothesis over the shipped policies."""
+"""Invariants of decide(), checked with hypothesis over the shipped policies.
+
+Each shipped policy is sized by the SLO queueing model; its per-signal targets are the
+fallback. Both paths are checked: `policies` draws the shipped policies and their
+targets-only variants (no ``sizing`` section).
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from hypothesis import given, settings
@@ -22,9 +28,11 @@ from scaler.policy import load_policies
 from tests.builders import POLICIES, Driver, make_policy
 
 SHIPPED = {p.model: p for p in load_policies(POLICIES)}
-ALWAYS_ON = [p for p in SHIPPED.values() if not p.on_demand]
+TARGETS_ONLY = {name: p.model_copy(update={"sizing": None}) for name, p in SHIPPED.items()}
+SIZED = sorted(SHIPPED.values(), key=lambda p: p.model)
+ALWAYS_ON_TARGETS = [p for p in TARGETS_ONLY.values() if not p.on_demand]
 
-policies = st.sampled_from(sorted(SHIPPED.values(), key=lambda p: p.model))
+policies = st.sampled_from([*SIZED, *sorted(TARGETS_ONLY.values(), key=lambda p: p.model)])
 values = st.floats(min_value=0.0, max_value=500.0, allow_nan=False)
 maybe_values = st.one_of(st.none(), values)
 
@@ -137,7 +145,7 @@ def test_no_scale_down_while_data_is_missing(
 
 @settings(max_examples=100, deadline=None)
 @given(
-    st.sampled_from(ALWAYS_ON),
+    st.sampled_from(ALWAYS_ON_TARGETS),
     st.integers(1, 3),
     st.floats(0.9, 1.1),
     st.sampled_from(list(Signal)),
@@ -145,7 +153,8 @@ def test_no_scale_down_while_data_is_missing(
 def test_no_flapping_under_steady_load_within_tolerance(
     policy: ModelPolicy, current: int, factor: float, signal: Signal
 ) -> None:
-    """Load steady within the tolerance band around the current count never moves it."""
+    """Load steady within the tolerance band around the current count never moves it
+    (targets path: the band is the per-signal targets' notion)."""
     targets = dict(policy.targets.items())
     level = dict.fromkeys(Signal, 0.0)
     level[signal] = targets[signal] * current * factor
@@ -154,10 +163,32 @@ def test_no_flapping_under_steady_load_within_tolerance(
     assert all(d.desired_replicas == current for d in decisions)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([p for p in SIZED if not p.on_demand]), st.floats(0.0, 1.0))
+def test_sized_count_settles_under_steady_load(policy: ModelPolicy, utilisation: float) -> None:
+    """Steady arrivals with the in-flight count Little's law gives: once the estimates have
+    settled (10 minutes), the sized count never moves again."""
+    assert policy.sizing is not None
+    capacity = policy.replicas.max * policy.sizing.slots_per_replica
+    busy = utilisation * capacity * 0.8
+    rate = busy / policy.sizing.service_seconds
+    steady = {
+        Signal.QUEUE_DEPTH: 0.0,
+        Signal.INFLIGHT_REQUESTS: busy,
+        Signal.REQUEST_RATE: rate,
+        Signal.TOKENS_PER_SECOND: 0.0,
+    }
+    driver = Driver(policy, lambda _t: steady, current=1)
+    driver.run(until=600.0)
+    settled = driver.run(until=3600.0)
+    assert len({d.desired_replicas for d in settled}) == 1
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=50, max_size=400))
 def test_on_demand_never_goes_to_zero_before_idle_period(pattern: list[tuple[bool, bool]]) -> None:
-    """Every scale-to-zero follows idleSeconds of observed idleness with no data gap."""
+    """Every scale-to-zero follows an unbroken, observed idle run at least as long as the
+    keep-alive the decision states, which lies between the 30 s floor and idleSeconds."""
     policy = make_policy("mixtral-8x7b", scaleToZero={"idleSeconds": 120})
     interval = 5.0
 
@@ -174,13 +205,24 @@ def test_on_demand_never_goes_to_zero_before_idle_period(pattern: list[tuple[boo
     decisions = driver.run(until=len(pattern) * interval)
     for decision in decisions:
         if Reason.SCALE_TO_ZERO in decision.reasons:
-            window = [t for t in (decision.time - k * interval for k in range(25)) if t >= 0.0]
-            assert decision.time >= 120.0
+            keep = decision.keep_alive_s
+            assert keep is not None
+            assert 30.0 <= keep <= 120.0
+            ticks = math.ceil(keep / interval)
+            window = [t for t in (decision.time - k * interval for k in range(ticks)) if t >= 0.0]
+            assert decision.time >= keep
             assert not any(at(t)[0] or at(t)[1] for t in window)
 
 
 @settings(max_examples=300, deadline=None)
-@given(policies, st.integers(1, 6), st.integers(0, 5), values, values, states())
+@given(
+    st.sampled_from(sorted(TARGETS_ONLY.values(), key=lambda p: p.model)),
+    st.integers(1, 6),
+    st.integers(0, 5),
+    values,
+    values,
+    states(),
+)
 def test_starting_replicas_are_never_requested_twice(
     policy: ModelPolicy, current: int, ready: int, queue: float, inflight: float, state: ModelState
 ) -> None:
@@ -199,3 +241,59 @@ def test_starting_replicas_are_never_requested_twice(
         observe(policy, signals, current, ready), policy, state, ClusterState(), 60.0
     )
     assert decision.desired_replicas <= max(current, policy.replicas.min)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(SIZED),
+    st.integers(1, 6),
+    st.integers(0, 5),
+    values,
+    values,
+    st.floats(0.0, 2.0),
+    states(),
+)
+def test_sized_backlog_is_never_projected_while_replicas_start(
+    policy: ModelPolicy,
+    current: int,
+    ready: int,
+    queue: float,
+    inflight: float,
+    rate: float,
+    state: ModelState,
+) -> None:
+    """While replicas start, the sized count is what the arrivals ask for; the backlog adds
+    at most the slots its requests occupy, and only where a new replica starts within one
+    service time (it would find part of the backlog still waiting)."""
+    assert policy.sizing is not None
+    ready = min(ready, current - 1)  # at least one replica is starting
+    signals = {
+        Signal.QUEUE_DEPTH: queue,
+        Signal.INFLIGHT_REQUESTS: queue + inflight,
+        Signal.REQUEST_RATE: rate,
+        Signal.TOKENS_PER_SECOND: 0.0,
+    }
+    state = replace(state, starting_since=55.0, demand_history=())
+    decision, _ = decide(
+        observe(policy, signals, current, ready), policy, state, ClusterState(), 60.0
+    )
+    assert decision.sizing is not None
+    allowed = max(current, policy.replicas.min, decision.sizing.replicas)
+    if policy.cold_start.seconds < decision.sizing.service_seconds:
+        allowed = max(allowed, math.ceil((queue + inflight) / policy.sizing.slots_per_replica))
+    assert decision.desired_replicas <= allowed
+    # The arrivals-only count is the steady-state answer for this rate, whatever the backlog.
+    again, _ = decide(
+        observe(
+            policy,
+            {**signals, Signal.QUEUE_DEPTH: 0.0, Signal.INFLIGHT_REQUESTS: 0.0},
+            current,
+            ready,
+        ),
+        policy,
+        state,
+        ClusterState(),
+        60.0,
+    )
+    assert again.sizing is not None
+    assert again.sizing.replicas == decision.sizing.replicas

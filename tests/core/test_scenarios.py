@@ -1,14 +1,19 @@
-"""Scenarios stepped through decide() on virtual time (5 s ticks, toy cluster in Driver)."""
+"""Scenarios stepped through decide() on virtual time (5 s ticks, toy cluster in Driver).
+
+Most pin the per-signal target path (``make_target_policy``: the shipped policy without its
+sizing section), with loads written in target units; test_sizing_scenarios.py has the same
+stories for the shipped, sized policies.
+"""
 
 from __future__ import annotations
 
 from scaler.core import Reason, Signal
-from tests.builders import Driver, make_policy, signals
+from tests.builders import Driver, make_policy, make_target_policy, signals
 
 
 def test_burst_scales_up_at_once_and_down_after_the_window() -> None:
     """A 2-minute burst adds replicas on the next tick; they go after the 300 s down window."""
-    policy = make_policy()
+    policy = make_target_policy(scaleDown={"stabilizationSeconds": 300})
 
     def load(t: float) -> dict[Signal, float]:
         busy = 60.0 <= t < 180.0
@@ -40,7 +45,7 @@ def test_quiet_night_keeps_always_on_model_at_min_without_flapping() -> None:
 
 def test_mixtral_session_after_hours_of_silence() -> None:
     """Hours at zero; the first held request wakes it at once; idle 15 min later it goes."""
-    policy = make_policy("mixtral-8x7b", scaleToZero={"idleSeconds": 900})
+    policy = make_target_policy("mixtral-8x7b", scaleToZero={"idleSeconds": 900})
     session = (4 * 3600.0, 4 * 3600.0 + 600.0)
 
     def load(t: float) -> dict[Signal, float]:
@@ -64,7 +69,7 @@ def test_mixtral_session_after_hours_of_silence() -> None:
 
 def test_prometheus_gap_never_scales_down() -> None:
     """A 20-minute outage holds 3 replicas and does not let Mixtral's idle clock run."""
-    policy = make_policy(scaleDown={"stabilizationSeconds": 0})
+    policy = make_target_policy(scaleDown={"stabilizationSeconds": 0})
     outage = (600.0, 1800.0)
     driver = Driver(
         policy,
@@ -98,7 +103,7 @@ def test_mixtral_idle_clock_restarts_after_an_outage() -> None:
 
 def test_slow_cold_start_under_rising_load_does_not_cascade() -> None:
     """Queue grows while a 90 s replica loads: no 2 -> 4 -> 8 cascade (aibrix#2670)."""
-    policy = make_policy(replicas={"max": 12}, scaleUp={"maxStep": 4})
+    policy = make_target_policy(replicas={"max": 12}, scaleUp={"maxStep": 4})
 
     def load(t: float) -> dict[Signal, float]:
         # Arrivals step to 0.4 req/s (3 replicas' worth); the backlog grows while pods load.
@@ -116,7 +121,7 @@ def test_slow_cold_start_under_rising_load_does_not_cascade() -> None:
 
 def test_rising_load_is_met_ahead_of_time() -> None:
     """With a steady ramp, replicas are requested before the load reaches them."""
-    policy = make_policy(replicas={"max": 12}, scaleUp={"maxStep": 4})
+    policy = make_target_policy(replicas={"max": 12}, scaleUp={"maxStep": 4})
     ramp = 0.15 / 60.0  # one replica's worth of requests more every minute
 
     driver = Driver(policy, lambda t: signals(rate=0.1 + ramp * t), current=1, cold_start=90.0)

@@ -8,7 +8,7 @@ import pytest
 from scaler.core import ClusterState, ModelPolicy, Node, Reason
 from scaler.simulation.autoscaler import ClusterView, ModelView
 from scaler.simulation.comparison import make_autoscaler
-from scaler.simulation.engine import SERVED, simulate
+from scaler.simulation.engine import SERVED, Simulation, simulate
 from scaler.simulation.oracle import Oracle
 from scaler.simulation.report import build_report
 from scaler.simulation.scaler_policy import ScalerPolicy
@@ -44,7 +44,8 @@ def small_scenario() -> tuple[list[ModelPolicy], Trace]:
 
 
 def test_scaler_wakes_an_on_demand_model_and_holds_its_first_request() -> None:
-    """Mixtral at zero: the first request wakes it (actuator 0->1) and is served after load."""
+    """Mixtral at zero: the activator holds the first request and writes 0 -> 1 at once
+    (--scale-on-wake, as shipped), so it waits exactly the cold start."""
     policies = [make_policy("mixtral-8x7b")]
     trace = poisson("mixtral-8x7b", rate=0.01, duration=200, sizes=TokenSizes(100, 50), seed=2)
     prepared = make_scenario(trace.shifted(100), policies=policies)
@@ -52,8 +53,26 @@ def test_scaler_wakes_an_on_demand_model_and_holds_its_first_request() -> None:
     assert np.all(result.status == SERVED)
     first = int(np.argmin(result.arrival))
     wait = result.start[first] - result.arrival[first]
-    # Seen at the next scrape (<=15 s) and tick (<=5 s), then a 40 s cold start.
-    assert 40.0 <= wait <= 40.0 + 15.0 + 5.0 + 1e-6
+    assert wait == pytest.approx(40.0)  # the scenario's constant 40 s cold start, no scrape
+    assert result.held[first]
+    assert result.spec_changes[0] == (pytest.approx(result.arrival[first]), 0, 1)
+
+
+def test_without_scale_on_wake_the_first_request_waits_for_a_scrape_and_a_tick() -> None:
+    """The metrics path alone (activator without --scale-on-wake): the pending gauge is
+    seen at the next scrape (<= 15 s) and tick (<= 5 s), then the 40 s cold start."""
+
+    class MetricsPathOnly(ScalerPolicy):
+        def wake(self, model: str, now: float, spec_replicas: int) -> int | None:
+            return None
+
+    policies = [make_policy("mixtral-8x7b")]
+    trace = poisson("mixtral-8x7b", rate=0.01, duration=200, sizes=TokenSizes(100, 50), seed=2)
+    prepared = make_scenario(trace.shifted(100), policies=policies)
+    result = Simulation(prepared, MetricsPathOnly(prepared.policies)).run()  # name: scaler
+    first = int(np.argmin(result.arrival))
+    wait = result.start[first] - result.arrival[first]
+    assert 40.0 < wait <= 40.0 + 15.0 + 5.0 + 1e-6
     assert any(Reason.SCALE_FROM_ZERO in d.reasons for d in result.decisions)
 
 
