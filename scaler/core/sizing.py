@@ -90,8 +90,9 @@ class Sizing:
     service_seconds: float  # S used
     load: float  # a = λ·S, busy slots
     predicted_wait_s: float  # wait at the SLO percentile with `replicas` (inf: overloaded)
-    predicted_miss: float  # P(wait > SLO threshold) with `replicas`
-    spread: float = 1.0  # Allen–Cunneen's (ca² + cs²) / 2 used
+    predicted_miss: float  # P(overflow one reaction time ahead) with `replicas`
+    dispersion: float = 1.0  # how much wider than Poisson the arrivals' count was taken
+    spread: float = 1.0  # Allen–Cunneen's (ca² + cs²) / 2, for the predicted wait
 
 
 def poisson_above(count: int, mean: float) -> float:
@@ -110,6 +111,50 @@ def poisson_above(count: int, mean: float) -> float:
     return max(0.0, 1.0 - below)
 
 
+def count_above(count: int, survivors: float, arrivals: float, dispersion: float) -> float:
+    """P(S + A > `count`) for S Poisson(`survivors`) and A the arrivals' count, mean
+    `arrivals`, Poisson when `dispersion` <= 1, else negative binomial with `dispersion`
+    times the Poisson variance (a Poisson whose rate itself varies: bursty traffic) (pure)."""
+    if count < 0:
+        return 1.0
+    size = count + 1
+    first = _poisson_pmf(survivors, size)
+    second = (
+        _poisson_pmf(arrivals, size)
+        if dispersion <= 1.0 + 1e-9
+        else _negative_binomial_pmf(arrivals, dispersion, size)
+    )
+    below = sum(first[i] * second[j] for i in range(size) for j in range(size - i))
+    return min(1.0, max(0.0, 1.0 - below))
+
+
+def _poisson_pmf(mean: float, size: int) -> list[float]:
+    """P(X = k) for k < `size`, X Poisson(`mean`)."""
+    if mean <= 0.0:
+        return [1.0] + [0.0] * (size - 1)
+    term = math.exp(-mean)
+    out = [term]
+    for k in range(1, size):
+        term *= mean / k
+        out.append(term)
+    return out
+
+
+def _negative_binomial_pmf(mean: float, dispersion: float, size: int) -> list[float]:
+    """P(X = k) for k < `size`, X negative binomial with `mean` and variance
+    ``dispersion × mean`` (shape r = mean / (dispersion - 1), success p = 1 / dispersion)."""
+    if mean <= 0.0:
+        return [1.0] + [0.0] * (size - 1)
+    shape = mean / (dispersion - 1.0)
+    fail = 1.0 - 1.0 / dispersion
+    term = math.exp(shape * math.log(1.0 / dispersion))
+    out = [term]
+    for k in range(size - 1):
+        term *= (k + shape) / (k + 1) * fail
+        out.append(term)
+    return out
+
+
 def size_for_slo(
     *,
     arrival_rate: float,
@@ -118,7 +163,8 @@ def size_for_slo(
     slots: int,
     wait_s: float,
     miss: float,
-    spread: float,
+    dispersion: float,
+    service_cv: float,
     reaction_s: float,
     limit: int,
 ) -> Sizing:
@@ -130,22 +176,22 @@ def size_for_slo(
     requests in the system now and the arrivals of the reaction time add up to. A request
     may queue up to the SLO threshold: in that time about ``slots × wait_s / S`` slots of
     each replica free up, so each replica holds ``slots × (1 + wait_s / S)`` requests before
-    one waits too long. `spread` (Allen–Cunneen's variability; 1 for Poisson arrivals)
-    widens the arrivals' count. The steady-state prediction (Erlang C) is reported with it.
+    one waits too long. The count one reaction time ahead is the requests still in service
+    (each survives with probability ``exp(-reaction / S)``) plus the arrivals still in the
+    system (mean ``λ·S·(1 - exp(-reaction / S))``), the infinite-server approximation;
+    `dispersion` > 1 (bursty arrivals) widens the arrivals' count (negative binomial). The
+    steady-state wait (Erlang C, Allen–Cunneen scaled by `dispersion` and `service_cv`) is
+    reported with it.
     """
     load = arrival_rate * service_seconds
+    spread = variability(max(1.0, dispersion), service_cv)
     survive = math.exp(-reaction_s / service_seconds)
     survivors = in_system * survive
     arrivals = load * (1.0 - survive)
     per_replica = slots * (1.0 + wait_s / service_seconds)
-    # Overdispersed arrivals (spread > 1) widen the arrivals' part of the count, not the
-    # survivors' (those requests are here already): a Poisson of mean M/g, scaled by g, has
-    # the mean M and g times the variance, with g matched to the sum's variance.
-    mean = survivors + arrivals
-    factor = (survivors + max(1.0, spread) * arrivals) / mean if mean > 0.0 else 1.0
 
     def overflow(replicas: int) -> float:
-        return poisson_above(math.floor(replicas * per_replica / factor), mean / factor)
+        return count_above(math.floor(replicas * per_replica), survivors, arrivals, dispersion)
 
     replicas = 1
     tail = overflow(replicas)
@@ -159,6 +205,7 @@ def size_for_slo(
         load=load,
         predicted_wait_s=wait_quantile(replicas * slots, load, service_seconds, miss, spread),
         predicted_miss=tail,
+        dispersion=dispersion,
         spread=spread,
     )
 
@@ -172,12 +219,13 @@ def arrival_rate(short: float, window_s: float, long: float | None, z: float = 2
     short window counts only as far as its count proves: its rate less `z` standard
     deviations of a Poisson count (``(n - z·√n) / window``), so two requests in a minute
     prove nothing and a flash crowd of twenty proves most of itself, as Knative's panic
-    window overrides its stable window only when the load clearly jumped.
+    window overrides its stable window only when the load clearly jumped. Without a long-run
+    mean yet (the first reading), the short window's rate is taken as it is.
     """
+    if long is None:
+        return short  # nothing to tell noise from: the reading as it is
     count = short * window_s
     proven = max(0.0, count - z * math.sqrt(count)) / window_s
-    if long is None:
-        return proven
     return max(long, proven)
 
 

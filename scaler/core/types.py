@@ -308,5 +308,6 @@ class Decision:
                 if math.isfinite(self.sizing.predicted_wait_s)
                 else None,
                 "predictedMissRatio": self.sizing.predicted_miss,
+                "arrivalDispersion": self.sizing.dispersion,
             },
         }

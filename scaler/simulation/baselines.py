@@ -458,7 +458,7 @@ class HpaWarmBaseline(HpaBaseline):
     name = "hpa-warm"
 
     def __init__(self, policies: Sequence[ModelPolicy], **options: float) -> None:
-        super().__init__(policies, **options)  # type: ignore[arg-type]
+        super().__init__(policies, **options)
         self.initial_replicas = {p.model: max(1, p.replicas.min) for p in policies}
 
 

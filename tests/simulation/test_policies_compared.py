@@ -55,7 +55,8 @@ def test_scaler_wakes_an_on_demand_model_and_holds_its_first_request() -> None:
     wait = result.start[first] - result.arrival[first]
     assert wait == pytest.approx(40.0)  # the scenario's constant 40 s cold start, no scrape
     assert result.held[first]
-    assert result.spec_changes[0] == (pytest.approx(result.arrival[first]), 0, 1)
+    woken_at, model, replicas = result.spec_changes[0]
+    assert (woken_at, model, replicas) == (result.arrival[first], 0, 1)
 
 
 def test_without_scale_on_wake_the_first_request_waits_for_a_scrape_and_a_tick() -> None:

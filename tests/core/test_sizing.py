@@ -1,0 +1,223 @@
+"""The SLO sizing step: queueing formulas, the online estimate, and decide() with sizing."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from scaler.core import ModelState, Reason, Signal, decide
+from scaler.core.keepalive import MIN_GAPS, keep_alive_seconds, remember_gap
+from scaler.core.sizing import (
+    ServiceEstimate,
+    arrival_rate,
+    erlang_c,
+    poisson_above,
+    size_for_slo,
+    variability,
+    wait_quantile,
+    wait_tail,
+)
+from tests.builders import Driver, homelab, make_observation, make_policy, signals
+
+NO_CLUSTER = homelab().__class__()
+
+
+def test_erlang_c_matches_closed_forms() -> None:
+    """One server: C = ρ; two servers at a = 1: C = 1/3 (textbook values)."""
+    assert erlang_c(1, 0.3) == pytest.approx(0.3)
+    assert erlang_c(2, 1.0) == pytest.approx(1.0 / 3.0)
+    assert erlang_c(4, 0.0) == 0.0
+    assert erlang_c(4, 4.0) == 1.0  # saturated: everybody waits
+
+
+def test_wait_tail_and_quantile_are_inverse() -> None:
+    """The quantile of the wait is where the tail falls to the miss ratio."""
+    servers, load, service = 8, 5.0, 40.0
+    t = wait_quantile(servers, load, service, 0.01, spread=0.8)
+    assert wait_tail(servers, load, service, t, spread=0.8) == pytest.approx(0.01)
+    assert wait_quantile(4, 4.5, service, 0.01) == math.inf
+
+
+def test_poisson_above_sums_the_tail() -> None:
+    """P(X > k) for a Poisson, against a direct sum."""
+    mean = 3.7
+    direct = 1.0 - sum(math.exp(-mean) * mean**i / math.factorial(i) for i in range(6))
+    assert poisson_above(5, mean) == pytest.approx(direct)
+    assert poisson_above(-1, mean) == 1.0
+    assert poisson_above(3, 0.0) == 0.0
+
+
+def test_size_for_slo_grows_with_arrivals_and_with_requests_in_the_system() -> None:
+    """More arrivals or more requests present never size smaller; the limit holds."""
+    common = {
+        "service_seconds": 50.0,
+        "slots": 4,
+        "wait_s": 10.0,
+        "miss": 0.005,
+        "spread": 1.0,
+        "reaction_s": 110.0,
+        "limit": 5,
+    }
+    counts = [
+        size_for_slo(arrival_rate=r, in_system=n, **common).replicas  # type: ignore[arg-type]
+        for r, n in [(0.0, 0.0), (0.02, 0.0), (0.02, 6.0), (0.1, 6.0), (1.0, 40.0)]
+    ]
+    assert counts == sorted(counts)
+    assert counts[0] == 1 and counts[-1] == 5
+
+
+def test_size_for_slo_lets_a_request_wait_within_the_slo() -> None:
+    """A long SLO threshold (Mixtral: 90 s for 90 s requests) lets a replica hold twice its
+    slots before a request waits too long: fewer replicas than a zero-wait target."""
+    tight = size_for_slo(
+        arrival_rate=0.02, in_system=3.0, service_seconds=90.0, slots=2, wait_s=0.1,
+        miss=0.005, spread=1.0, reaction_s=80.0, limit=4,
+    )  # fmt: skip
+    loose = size_for_slo(
+        arrival_rate=0.02, in_system=3.0, service_seconds=90.0, slots=2, wait_s=90.0,
+        miss=0.005, spread=1.0, reaction_s=80.0, limit=4,
+    )  # fmt: skip
+    assert loose.replicas < tight.replicas
+
+
+def test_arrival_rate_ignores_noise_and_follows_a_burst() -> None:
+    """Two requests in a quiet minute prove nothing; twenty prove most of themselves."""
+    long = 0.01
+    assert arrival_rate(2 / 60, 60.0, long) == long
+    burst = arrival_rate(20 / 60, 60.0, long)
+    assert long < burst < 20 / 60
+    assert arrival_rate(2 / 60, 60.0, None) == 2 / 60  # no history: the reading as it is
+
+
+def test_service_estimate_converges_to_littles_law() -> None:
+    """Steady 0.05 req/s with 2.5 busy slots: S = 50 s once the prior is outweighed."""
+    estimate = ServiceEstimate()
+    for tick in range(0, 3600, 5):
+        estimate = estimate.observe(
+            rate=0.05, busy=2.5, now=float(tick), horizon=900.0, rate_horizon=600.0, window_s=60
+        )
+    assert estimate.service_seconds(10.0, 20.0, 900.0) == pytest.approx(50.0, rel=0.35)
+    assert estimate.mean_rate() == pytest.approx(0.05)
+    # With no evidence the prior stands.
+    assert ServiceEstimate().service_seconds(10.0, 20.0, 900.0) == 10.0
+
+
+def test_index_of_dispersion_is_one_for_steady_counts_and_more_for_bursts() -> None:
+    """Counts that never vary read as smooth (clamped at 0.5); on/off counts as bursty."""
+    smooth = bursty = ServiceEstimate()
+    for tick in range(0, 7200, 15):
+        t = float(tick)
+        smooth = smooth.observe(
+            rate=0.2, busy=1.0, now=t, horizon=900.0, rate_horizon=600.0, window_s=60.0
+        )
+        on = (tick // 300) % 2 == 0
+        bursty = bursty.observe(
+            rate=0.4 if on else 0.0, busy=1.0, now=t, horizon=900.0, rate_horizon=600.0,
+            window_s=60.0,
+        )  # fmt: skip
+    assert smooth.arrival_scv(60.0, 900.0) == 0.5
+    assert bursty.arrival_scv(60.0, 900.0) > 5.0
+    assert variability(1.0, 1.0) == 1.0
+
+
+def test_sized_decision_reports_the_model_and_serializes() -> None:
+    """A sized policy's decision says SloSized and carries its sizing record as JSON."""
+    policy = make_policy("mistral-7b")
+    observation = make_observation(queue=0, inflight=2, rate=0.04, tokens=5, current=1)
+    decision, state = decide(observation, policy, ModelState(), NO_CLUSTER, 0.0)
+    assert decision.reasons[0] is Reason.SLO_SIZED
+    assert decision.sizing is not None
+    document = decision.to_json()["sizing"]
+    assert isinstance(document, dict)
+    assert document["serviceSeconds"] == pytest.approx(50.0)  # the prior, before evidence
+    assert document["arrivalRate"] == pytest.approx(0.04)
+    assert ModelState.from_json(state.to_json()) == state
+
+
+def test_state_written_before_sizing_still_loads() -> None:
+    """An annotation from an older scaler (no service, no idleGaps) starts them afresh."""
+    old = ModelState(last_desired=2).to_json()
+    del old["service"], old["idleGaps"]
+    restored = ModelState.from_json(old)
+    assert restored.service == ServiceEstimate()
+    assert restored.idle_gaps == ()
+    with pytest.raises(ValueError, match="service estimate"):
+        ModelState.from_json({**ModelState().to_json(), "service": {"rate": -1.0}})
+
+
+def test_sized_policy_falls_back_to_targets_without_a_request_rate() -> None:
+    """No request rate: the per-signal targets decide, as for a policy without sizing."""
+    policy = make_policy("mistral-7b")
+    observation = make_observation(queue=5, inflight=9, rate=None, tokens=30, current=1)
+    decision, _ = decide(observation, policy, ModelState(), NO_CLUSTER, 0.0)
+    assert decision.sizing is None
+    assert decision.reasons[0] is Reason.DEMAND
+    assert decision.desired_replicas == 3  # queue 5 / 2 per replica
+
+
+def test_burst_is_met_at_once_and_released_after_the_down_window() -> None:
+    """A 2-minute burst (10 in flight at 0.2 req/s) on mistral-7b scales up on the tick that
+    sees it; the extra replicas go after the down window, one a minute."""
+    policy = make_policy("mistral-7b", scaleDown={"stabilizationSeconds": 150})
+
+    def load(t: float) -> dict[Signal, float]:
+        busy = 600.0 <= t < 720.0
+        return signals(
+            queue=6.0 if busy else 0.0, inflight=10.0 if busy else 0.5, rate=0.2 if busy else 0.01
+        )
+
+    driver = Driver(policy, load, current=1)
+    driver.run(until=600.0)
+    assert driver.current == 1
+    driver.step()
+    assert driver.current == 3
+    driver.run(until=720.0 + 140.0)
+    assert driver.current == 3, "a dip must last the down window"
+    driver.run(until=720.0 + 400.0)
+    assert driver.current == 1
+
+
+def test_keep_alive_covers_a_sessions_pauses_and_not_the_gaps_between_sessions() -> None:
+    """Pauses of 60-120 s within sessions, hours between them: the keep-alive spans the
+    pauses (ski rental with a 150 s restart) and stops well short of the long gaps."""
+    gaps: tuple[float, ...] = ()
+    for gap in [60.0, 90.0, 120.0, 75.0, 3600.0, 100.0, 80.0, 5400.0, 110.0, 95.0]:
+        gaps = remember_gap(gaps, gap)
+    keep = keep_alive_seconds(gaps, restart_cost_s=150.0, prior_s=900.0, floor_s=30.0)
+    assert 120.0 <= keep < 600.0
+
+
+def test_keep_alive_is_short_when_gaps_are_long_and_prior_until_enough_gaps() -> None:
+    """Gaps far longer than a restart's cost: stop at the floor; too few gaps: the prior."""
+    long_gaps = tuple(float(g) for g in range(1000, 1000 + 100 * MIN_GAPS, 100))
+    assert keep_alive_seconds(long_gaps, restart_cost_s=60.0, prior_s=300.0, floor_s=30.0) == 30
+    few = long_gaps[: MIN_GAPS - 1]
+    assert keep_alive_seconds(few, restart_cost_s=60.0, prior_s=300.0, floor_s=30.0) == 300
+
+
+def test_on_demand_model_keeps_alive_through_pauses_then_goes_to_zero() -> None:
+    """Mixtral: sessions of requests 80 s apart, an hour between sessions. After a few
+    sessions have taught it the gaps, the model stays up through each pause and goes to
+    zero soon after the session, well before idleSeconds (900 s here)."""
+    policy = make_policy("mixtral-8x7b", scaleToZero={"idleSeconds": 900})
+    session_starts = [i * 3600.0 for i in range(1, 6)]
+
+    def active(t: float) -> bool:
+        for start in session_starts:
+            if start <= t < start + 600.0:
+                return (t - start) % 80.0 < 40.0  # 40 s requests every 80 s
+        return False
+
+    def load(t: float) -> dict[Signal, float]:
+        on = active(t)
+        return signals(inflight=1.0 if on else 0.0, rate=1 / 80 if on else 0.0)
+
+    driver = Driver(policy, load, current=0, cold_start=40.0)
+    decisions = driver.run(until=session_starts[-1] + 1500.0)
+    last = [d for d in decisions if d.time >= session_starts[-1]]
+    during = [d for d in last if d.time < session_starts[-1] + 600.0 and d.time > last[0].time]
+    assert all(d.desired_replicas >= 1 for d in during), "no zero within the session"
+    zero = next(d for d in last if d.time > session_starts[-1] + 600.0 and d.desired_replicas == 0)
+    assert zero.keep_alive_s is not None and zero.keep_alive_s < 900.0
+    assert zero.time < session_starts[-1] + 600.0 + 900.0
