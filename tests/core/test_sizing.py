@@ -55,7 +55,8 @@ def test_size_for_slo_grows_with_arrivals_and_with_requests_in_the_system() -> N
         "slots": 4,
         "wait_s": 10.0,
         "miss": 0.005,
-        "spread": 1.0,
+        "dispersion": 1.0,
+        "service_cv": 1.0,
         "reaction_s": 110.0,
         "limit": 5,
     }
@@ -64,7 +65,8 @@ def test_size_for_slo_grows_with_arrivals_and_with_requests_in_the_system() -> N
         for r, n in [(0.0, 0.0), (0.02, 0.0), (0.02, 6.0), (0.1, 6.0), (1.0, 40.0)]
     ]
     assert counts == sorted(counts)
-    assert counts[0] == 1 and counts[-1] == 5
+    assert counts[0] == 1
+    assert counts[-1] == 5
 
 
 def test_size_for_slo_lets_a_request_wait_within_the_slo() -> None:
@@ -72,11 +74,11 @@ def test_size_for_slo_lets_a_request_wait_within_the_slo() -> None:
     slots before a request waits too long: fewer replicas than a zero-wait target."""
     tight = size_for_slo(
         arrival_rate=0.02, in_system=3.0, service_seconds=90.0, slots=2, wait_s=0.1,
-        miss=0.005, spread=1.0, reaction_s=80.0, limit=4,
+        miss=0.005, dispersion=1.0, service_cv=1.0, reaction_s=80.0, limit=4,
     )  # fmt: skip
     loose = size_for_slo(
         arrival_rate=0.02, in_system=3.0, service_seconds=90.0, slots=2, wait_s=90.0,
-        miss=0.005, spread=1.0, reaction_s=80.0, limit=4,
+        miss=0.005, dispersion=1.0, service_cv=1.0, reaction_s=80.0, limit=4,
     )  # fmt: skip
     assert loose.replicas < tight.replicas
 
@@ -219,5 +221,6 @@ def test_on_demand_model_keeps_alive_through_pauses_then_goes_to_zero() -> None:
     during = [d for d in last if d.time < session_starts[-1] + 600.0 and d.time > last[0].time]
     assert all(d.desired_replicas >= 1 for d in during), "no zero within the session"
     zero = next(d for d in last if d.time > session_starts[-1] + 600.0 and d.desired_replicas == 0)
-    assert zero.keep_alive_s is not None and zero.keep_alive_s < 900.0
+    assert zero.keep_alive_s is not None
+    assert zero.keep_alive_s < 900.0
     assert zero.time < session_starts[-1] + 600.0 + 900.0
