@@ -39,6 +39,7 @@ from scaler.activator.queue import (
     WakeHook,
 )
 from scaler.activator.routes import RouteMatch, RouteTable
+from scaler.api.listener import ConnectionLimits, ListenerSite
 
 log = structlog.get_logger("scaler.activator")
 
@@ -78,6 +79,25 @@ def openai_error(
     headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
     body = {"error": {"message": message, "type": type_, "code": code}}
     return web.json_response(body, status=status, headers=headers)
+
+
+def listener_error(status: int, message: str) -> web.Response:
+    """An error the listener answers itself (malformed HTTP, ``OPTIONS *``), OpenAI-shaped."""
+    if status >= 500:
+        return openai_error(status, message, type_="server_error", code="internal_error")
+    return openai_error(status, message, type_="invalid_request_error", code="bad_request")
+
+
+LISTENER_LIMITS = ConnectionLimits(
+    # Held requests (up to --queue-size per model) and streams each hold a connection; a
+    # plain-HTTP connection costs a few KiB, so the cap is generous.
+    max_connections=4096,
+    # Longer than ingress-nginx's upstream keep-alive (60 s), so nginx closes first and never
+    # reuses a connection the activator is closing.
+    keepalive_timeout_s=75.0,
+    max_field_size=16 * 1024,  # long cookies and bearer tokens
+    backlog=1024,
+)
 
 
 def forwarded_request_headers(request: web.BaseRequest, match: RouteMatch) -> CIMultiDict[str]:
@@ -363,7 +383,9 @@ async def serving(
     """Run `app` on host:port (0 picks a free port) and yield its base URL.
 
     Handler cancellation is on: a client that disconnects cancels its handler, which is how a
-    held request leaves the queue. At exit, responses in flight (streams) get `drain_s`
+    held request leaves the queue. The listener bounds connections (`LISTENER_LIMITS`) and
+    answers malformed HTTP OpenAI-shaped, with one log line at most every 10 s
+    (``scaler.api.listener``). At exit, responses in flight (streams) get `drain_s`
     seconds to finish before they are cut.
     """
     runner = web.AppRunner(
@@ -375,7 +397,7 @@ async def serving(
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, backlog=1024)
+        site = ListenerSite(runner, host, port, limits=LISTENER_LIMITS, error_body=listener_error)
         await site.start()
         sockets = runner.addresses
         bound_port = sockets[0][1] if sockets else port

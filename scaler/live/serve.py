@@ -40,6 +40,7 @@ from scaler.api.auth import (
     RequestHeaderConfigError,
     load_requestheader_config,
 )
+from scaler.api.listener import return_freed_connection_memory
 from scaler.api.selfmetrics import Health, SelfMetrics
 from scaler.api.server import ApiEndpoint, build_app, serve_api
 from scaler.api.store import DecisionStore
@@ -340,6 +341,7 @@ async def serve(
     """The whole `scaler serve` command; raises ServeError for a problem at start."""
     policies = load_policies_or_fail(options.policies)
     parse_listen(options.listen)  # fail on a bad flag before touching the network
+    return_freed_connection_memory()
     stop = stop or asyncio.Event()
     api_client = None if options.no_kubernetes else kubernetes_client(options.kubeconfig)
     source = PrometheusSource(url=options.prometheus_url, timeout=options.query_timeout)
