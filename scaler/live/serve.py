@@ -95,8 +95,14 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def configure_logging() -> None:
-    """structlog JSON lines on stdout, with ISO timestamps and levels."""
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def configure_logging(level: str = "info") -> None:
+    """structlog JSON lines on stdout, with ISO timestamps and levels, from `level` up
+    (one of LOG_LEVELS; ServeError otherwise)."""
+    if level.lower() not in LOG_LEVELS:
+        raise ServeError(f"--log-level {level!r}: expected one of {', '.join(LOG_LEVELS)}")
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -105,7 +111,9 @@ def configure_logging() -> None:
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
         # No file argument: each line goes to the sys.stdout of the moment (tests swap it).
         logger_factory=structlog.PrintLoggerFactory(),
     )
@@ -358,7 +366,7 @@ async def serve(
             adapter, options=options, stop=stop, clock=clock, on_listening=on_listening
         )
     finally:
-        source.close()
+        await source.aclose()
         if api_client is not None:
             api_client.close()  # type: ignore[no-untyped-call]
         for signum in (signal.SIGTERM, signal.SIGINT):
