@@ -34,8 +34,16 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # A PromQL label matcher: name, operator, double-quoted value (escapes allowed).
 _MATCHER = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*$')
 
-PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+MAX_SECONDS = 7 * 24 * 3600
+"""Longest duration a policy may give (a week): beyond it a value is a typo, and 1e308
+would reach the activator as an infinite hold timeout."""
+MAX_REPLICAS = 1000
+"""Most replicas any count in a policy may name (the HPA's maxReplicas is an int32)."""
+
+PositiveFloat = Annotated[float, Field(gt=0, le=1e12, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]
+Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)]
+NonNegativeSeconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
 
 
 def _enum_member(kind: type[StrEnum], value: object, what: str) -> object:
@@ -117,8 +125,8 @@ class TargetRef(_Strict):
 class Replicas(_Strict):
     """Replica bounds; min 0 only for on-demand models."""
 
-    min: int = Field(ge=0)
-    max: int = Field(ge=1)
+    min: int = Field(ge=0, le=MAX_REPLICAS)
+    max: int = Field(ge=1, le=MAX_REPLICAS)
 
     @model_validator(mode="after")
     def _ordered(self) -> Replicas:
@@ -162,25 +170,27 @@ class Targets(_Strict):
 class ScaleDirection(_Strict):
     """Stabilization window and step limit for one direction."""
 
-    stabilization_seconds: NonNegativeFloat
-    max_step: int = Field(ge=1, description="most replicas added (or removed) per period")
-    period_seconds: PositiveFloat = 15.0
+    stabilization_seconds: NonNegativeSeconds
+    max_step: int = Field(
+        ge=1, le=MAX_REPLICAS, description="most replicas added (or removed) per period"
+    )
+    period_seconds: Seconds = 15.0
 
 
 class ColdStart(_Strict):
     """How long a new replica takes to become ready, and how far back the trend is read."""
 
-    seconds: PositiveFloat
-    trend_window_seconds: PositiveFloat = 60.0
+    seconds: Seconds
+    trend_window_seconds: Seconds = 60.0
     # A starting replica older than seconds * overdueFactor is considered stuck: scale-up holds
     # for starting replicas are lifted so a broken pod cannot block capacity forever.
-    overdue_factor: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 3.0
+    overdue_factor: Annotated[float, Field(ge=1, le=100, allow_inf_nan=False)] = 3.0
 
 
 class ScaleToZero(_Strict):
     """On-demand models only: idle period before going to zero and the activation rule."""
 
-    idle_seconds: PositiveFloat
+    idle_seconds: Seconds
     activation_threshold: NonNegativeFloat = 0.0
     activation_signals: tuple[Signal, ...] = (
         Signal.QUEUE_DEPTH,
@@ -201,21 +211,21 @@ class Placement(_Strict):
     """Memory one replica needs on a node, and the most replicas one node may hold."""
 
     memory_gib: PositiveFloat = Field(alias="memoryGiB")
-    max_per_node: int = Field(ge=1)
+    max_per_node: int = Field(ge=1, le=MAX_REPLICAS)
 
 
 class DataPolicy(_Strict):
     """When metrics count as stale."""
 
-    stale_after_seconds: PositiveFloat = 60.0
+    stale_after_seconds: Seconds = 60.0
 
 
 class Fallback(_Strict):
     """After `afterFailures` consecutive ticks without data, apply `mode`."""
 
-    after_failures: int = Field(ge=1)
+    after_failures: int = Field(ge=1, le=1_000_000)
     mode: FallbackMode = FallbackMode.HOLD
-    replicas: int = Field(default=1, ge=0)
+    replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -226,7 +236,7 @@ class Fallback(_Strict):
 class Slo(_Strict):
     """The service level the simulator and tuner score against."""
 
-    queue_wait_seconds: PositiveFloat
+    queue_wait_seconds: Seconds
     percentile: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 95.0
 
 

@@ -51,7 +51,7 @@ from scaler.live.cluster_reader import ClusterReader
 from scaler.live.kube import KubernetesApi, KubernetesError
 from scaler.live.leader import RETRY_SECONDS, LeaderElector
 from scaler.live.loop import ControlLoop, KubernetesSide, MetricsSource
-from scaler.policy import check_policies
+from scaler.policy import check_policies, fatal
 from scaler.sources import PrometheusSource
 
 LEASE_NAME = "scaler"
@@ -122,8 +122,10 @@ def configure_logging(level: str = "info") -> None:
 def load_policies_or_fail(path: Path) -> list[ModelPolicy]:
     """The policies under `path`; ServeError listing every loader error otherwise."""
     policies, errors = check_policies([path])
-    if errors:
-        raise ServeError("\n".join(str(e) for e in errors))
+    if fatal(errors):
+        raise ServeError("\n".join(str(e) for e in fatal(errors)))
+    for warning in errors:
+        _log.warning("policy_warning", problem=str(warning))
     return policies
 
 
