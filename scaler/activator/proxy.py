@@ -21,6 +21,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from types import SimpleNamespace
+from urllib.parse import unquote
 
 import aiohttp
 import structlog
@@ -59,6 +60,10 @@ HOP_BY_HOP = frozenset(
     }
 )
 _READ_CHUNK = 64 * 1024
+# Never taken from the client: the client library sets Host and Content-Length for the
+# upstream, and X-Forwarded-Prefix is the activator's own statement of the prefix it stripped
+# (a client's would tell the model server a prefix of its choosing).
+_SET_BY_US = frozenset({"host", "content-length", "x-forwarded-prefix"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,14 +106,14 @@ LISTENER_LIMITS = ConnectionLimits(
 
 
 def forwarded_request_headers(request: web.BaseRequest, match: RouteMatch) -> CIMultiDict[str]:
-    """The client's headers as the model server gets them: hop-by-hop ones, Host and
-    Content-Length removed (the client library sets both for the upstream), X-Forwarded-*
-    added where the ingress has not set them already."""
+    """The client's headers as the model server gets them: hop-by-hop ones, Host,
+    Content-Length and X-Forwarded-Prefix removed, X-Forwarded-For/-Host/-Proto added where
+    the ingress has not set them already, X-Forwarded-Prefix set when a prefix was stripped."""
     headers: CIMultiDict[str] = CIMultiDict()
     drop = _connection_tokens(request.headers.getall("Connection", ()))
     for name, value in request.headers.items():
         lowered = name.lower()
-        if lowered in HOP_BY_HOP or lowered in drop or lowered in ("host", "content-length"):
+        if lowered in HOP_BY_HOP or lowered in drop or lowered in _SET_BY_US:
             continue
         headers.add(name, value)
     peer = request.remote or ""
@@ -121,6 +126,13 @@ def forwarded_request_headers(request: web.BaseRequest, match: RouteMatch) -> CI
     if match.stripped_prefix:
         headers["X-Forwarded-Prefix"] = match.stripped_prefix
     return headers
+
+
+def _has_dot_segment(raw_path: str) -> bool:
+    """Whether a raw path has a ``.`` or ``..`` segment, percent-encoded ones included."""
+    return any(
+        unquote(segment) in (".", "..") for segment in raw_path.replace("\\", "/").split("/")
+    )
 
 
 def _connection_tokens(values: Iterable[str]) -> frozenset[str]:
@@ -223,6 +235,14 @@ class Activator:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Every request: the activator's own endpoints, or route, hold and forward."""
         raw_path, _, query = request.raw_path.partition("?")
+        if _has_dot_segment(raw_path):
+            # /mixtral-8x7b/../../admin would reach the model server as /../../admin.
+            return openai_error(
+                400,
+                "the path has a '.' or '..' segment; send it normalised",
+                type_="invalid_request_error",
+                code="bad_request",
+            )
         if self.routes.by_host(request.host) is None:
             own = self._own_endpoint(request, raw_path)
             if own is not None:

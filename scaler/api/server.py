@@ -128,19 +128,31 @@ def _rfc3339(timestamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
+def common_name_of(peercert: Mapping[str, object] | None) -> str | None:
+    """Subject CN of a verified certificate (``SSLSocket.getpeercert()`` form): None when no
+    certificate was verified, "" for one without a CN.
+
+    With several CNs the last one counts, as in kube-apiserver: Go's ``pkix.Name`` keeps the
+    last CommonName of the subject, and the request-header authenticator checks that one.
+    """
+    if not peercert:  # None without TLS, {} when no certificate was verified
+        return None
+    common_name = ""
+    subject = peercert.get("subject", ())
+    for rdn in subject if isinstance(subject, tuple) else ():
+        for attribute, value in rdn:
+            if attribute == "commonName":
+                common_name = str(value)
+    return common_name
+
+
 def _client_common_name(request: web.Request) -> str | None:
     """Subject CN of the verified client certificate, None without one (or without TLS)."""
     transport = request.transport
     if transport is None:
         return None
-    peer = transport.get_extra_info("peercert")
-    if not peer:  # None without TLS, {} when no certificate was verified
-        return None
-    for rdn in peer.get("subject", ()):
-        for attribute, value in rdn:
-            if attribute == "commonName":
-                return str(value)
-    return None
+    peer: Mapping[str, object] | None = transport.get_extra_info("peercert")
+    return common_name_of(peer)
 
 
 @dataclass(frozen=True, slots=True)
