@@ -71,6 +71,9 @@ class ConnectionLimits:
     max_connections: int = 256
     handshake_timeout_s: float = 10.0
     keepalive_timeout_s: float = 30.0  # idle time allowed between requests, and before the first
+    # A closed TLS connection waits this long for the peer's close_notify (asyncio: 30 s),
+    # holding its socket and buffer; a peer that never answers must not hold them long.
+    tls_shutdown_timeout_s: float = 2.0
     max_line_size: int = 16 * 1024
     max_field_size: int = 8190
     backlog: int = 128
@@ -331,6 +334,10 @@ class ListenerSite(web.BaseSite):
                 await self._connect(conn)
             else:
                 self._accepted[conn] = asyncio.create_task(self._connect(conn))
+            # sock_accept does not yield while connections are pending: let an evicted
+            # handshake close its socket before the next accept, or sockets pile up past
+            # the cap during a burst.
+            await asyncio.sleep(0)
 
     def _make_room(self) -> bool:
         """Whether one more connection may be accepted, evicting one if need be."""
@@ -351,6 +358,8 @@ class ListenerSite(web.BaseSite):
         if idlest is None:
             return False
         _, sock, handler = idlest
+        if handler.transport is not None:
+            handler.transport.abort()  # at once: no TLS goodbye that could hang on the peer
         handler.force_close()
         del self._accepted[sock]
         self._evicted("the connection idle the longest")
@@ -374,6 +383,7 @@ class ListenerSite(web.BaseSite):
                     conn,
                     ssl=self._ssl_context,
                     ssl_handshake_timeout=self._limits.handshake_timeout_s,
+                    ssl_shutdown_timeout=self._limits.tls_shutdown_timeout_s,
                 )
         except asyncio.CancelledError:
             conn.close()
