@@ -10,7 +10,7 @@ import typer
 from scaler.activator.command import activator_command
 from scaler.dashboards.command import dashboards_command
 from scaler.live.command import serve_command
-from scaler.policy import check_policies
+from scaler.policy import check_policies, fatal
 from scaler.simulation.command import bench, simulate, tune
 from scaler.simulation.scenario import is_scenario_file, validate_scenario
 
@@ -43,7 +43,9 @@ def validate(
     policy_paths = [p for p in paths if p not in scenarios]
     policies, errors = check_policies(policy_paths) if policy_paths else ([], [])
     checked = [validate_scenario(p) for p in scenarios]
-    messages = [str(e) for e in errors] + [e for _, found in checked for e in found]
+    for warning in (e for e in errors if e.warning):
+        typer.echo(str(warning), err=True)
+    messages = [str(e) for e in fatal(errors)] + [e for _, found in checked for e in found]
     for message in messages:
         typer.echo(message, err=True)
     if messages:

@@ -21,6 +21,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from types import SimpleNamespace
+from urllib.parse import unquote
 
 import aiohttp
 import structlog
@@ -39,6 +40,7 @@ from scaler.activator.queue import (
     WakeHook,
 )
 from scaler.activator.routes import RouteMatch, RouteTable
+from scaler.api.listener import ConnectionLimits, ListenerSite
 
 log = structlog.get_logger("scaler.activator")
 
@@ -58,6 +60,10 @@ HOP_BY_HOP = frozenset(
     }
 )
 _READ_CHUNK = 64 * 1024
+# Never taken from the client: the client library sets Host and Content-Length for the
+# upstream, and X-Forwarded-Prefix is the activator's own statement of the prefix it stripped
+# (a client's would tell the model server a prefix of its choosing).
+_SET_BY_US = frozenset({"host", "content-length", "x-forwarded-prefix"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,15 +86,34 @@ def openai_error(
     return web.json_response(body, status=status, headers=headers)
 
 
+def listener_error(status: int, message: str) -> web.Response:
+    """An error the listener answers itself (malformed HTTP, ``OPTIONS *``), OpenAI-shaped."""
+    if status >= 500:
+        return openai_error(status, message, type_="server_error", code="internal_error")
+    return openai_error(status, message, type_="invalid_request_error", code="bad_request")
+
+
+LISTENER_LIMITS = ConnectionLimits(
+    # Held requests (up to --queue-size per model) and streams each hold a connection; a
+    # plain-HTTP connection costs a few KiB, so the cap is generous.
+    max_connections=4096,
+    # Longer than ingress-nginx's upstream keep-alive (60 s), so nginx closes first and never
+    # reuses a connection the activator is closing.
+    keepalive_timeout_s=75.0,
+    max_field_size=16 * 1024,  # long cookies and bearer tokens
+    backlog=1024,
+)
+
+
 def forwarded_request_headers(request: web.BaseRequest, match: RouteMatch) -> CIMultiDict[str]:
-    """The client's headers as the model server gets them: hop-by-hop ones, Host and
-    Content-Length removed (the client library sets both for the upstream), X-Forwarded-*
-    added where the ingress has not set them already."""
+    """The client's headers as the model server gets them: hop-by-hop ones, Host,
+    Content-Length and X-Forwarded-Prefix removed, X-Forwarded-For/-Host/-Proto added where
+    the ingress has not set them already, X-Forwarded-Prefix set when a prefix was stripped."""
     headers: CIMultiDict[str] = CIMultiDict()
     drop = _connection_tokens(request.headers.getall("Connection", ()))
     for name, value in request.headers.items():
         lowered = name.lower()
-        if lowered in HOP_BY_HOP or lowered in drop or lowered in ("host", "content-length"):
+        if lowered in HOP_BY_HOP or lowered in drop or lowered in _SET_BY_US:
             continue
         headers.add(name, value)
     peer = request.remote or ""
@@ -101,6 +126,13 @@ def forwarded_request_headers(request: web.BaseRequest, match: RouteMatch) -> CI
     if match.stripped_prefix:
         headers["X-Forwarded-Prefix"] = match.stripped_prefix
     return headers
+
+
+def _has_dot_segment(raw_path: str) -> bool:
+    """Whether a raw path has a ``.`` or ``..`` segment, percent-encoded ones included."""
+    return any(
+        unquote(segment) in (".", "..") for segment in raw_path.replace("\\", "/").split("/")
+    )
 
 
 def _connection_tokens(values: Iterable[str]) -> frozenset[str]:
@@ -203,6 +235,14 @@ class Activator:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Every request: the activator's own endpoints, or route, hold and forward."""
         raw_path, _, query = request.raw_path.partition("?")
+        if _has_dot_segment(raw_path):
+            # /mixtral-8x7b/../../admin would reach the model server as /../../admin.
+            return openai_error(
+                400,
+                "the path has a '.' or '..' segment; send it normalised",
+                type_="invalid_request_error",
+                code="bad_request",
+            )
         if self.routes.by_host(request.host) is None:
             own = self._own_endpoint(request, raw_path)
             if own is not None:
@@ -363,7 +403,9 @@ async def serving(
     """Run `app` on host:port (0 picks a free port) and yield its base URL.
 
     Handler cancellation is on: a client that disconnects cancels its handler, which is how a
-    held request leaves the queue. At exit, responses in flight (streams) get `drain_s`
+    held request leaves the queue. The listener bounds connections (`LISTENER_LIMITS`) and
+    answers malformed HTTP OpenAI-shaped, with one log line at most every 10 s
+    (``scaler.api.listener``). At exit, responses in flight (streams) get `drain_s`
     seconds to finish before they are cut.
     """
     runner = web.AppRunner(
@@ -375,7 +417,7 @@ async def serving(
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, backlog=1024)
+        site = ListenerSite(runner, host, port, limits=LISTENER_LIMITS, error_body=listener_error)
         await site.start()
         sockets = runner.addresses
         bound_port = sockets[0][1] if sockets else port

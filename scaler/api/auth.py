@@ -143,7 +143,9 @@ class Authenticator:
         """The caller of a request; raises AuthenticationError when nobody is trusted.
 
         `client_common_name` is the subject CN of a client certificate the TLS layer verified
-        against the request-header CA, None without one.
+        against the request-header CA (its last CN, as kube-apiserver), "" for a verified
+        certificate without a CN (accepted when no allowed names are set, as upstream),
+        None without a verified certificate.
         """
         user = self._front_proxy_user(client_common_name, headers)
         if user is not None:
@@ -152,6 +154,11 @@ class Authenticator:
             return ANONYMOUS
         if client_common_name is None:
             raise AuthenticationError("no verified front-proxy client certificate")
+        if self._allowed and not client_common_name:
+            raise AuthenticationError(
+                "the verified client certificate has no common name (CN), and only allowed"
+                " front-proxy names may assert a user"
+            )
         if self._allowed and client_common_name not in self._allowed:
             raise AuthenticationError(
                 f"client certificate CN {client_common_name!r} is not an allowed front-proxy name"

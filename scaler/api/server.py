@@ -30,6 +30,7 @@ import structlog
 from aiohttp import web
 
 from scaler.api.auth import AuthenticationError, Authenticator, UserInfo
+from scaler.api.listener import ConnectionLimits, ListenerSite
 from scaler.api.metric_names import EXTERNAL_METRICS
 from scaler.api.quantity import format_quantity
 from scaler.api.selector import SelectorError, parse_selector
@@ -57,6 +58,7 @@ _REASONS: Final = {
     405: "MethodNotAllowed",
     406: "NotAcceptable",
     413: "RequestEntityTooLarge",
+    429: "TooManyRequests",
     500: "InternalError",
     503: "ServiceUnavailable",
 }
@@ -126,19 +128,31 @@ def _rfc3339(timestamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
+def common_name_of(peercert: Mapping[str, object] | None) -> str | None:
+    """Subject CN of a verified certificate (``SSLSocket.getpeercert()`` form): None when no
+    certificate was verified, "" for one without a CN.
+
+    With several CNs the last one counts, as in kube-apiserver: Go's ``pkix.Name`` keeps the
+    last CommonName of the subject, and the request-header authenticator checks that one.
+    """
+    if not peercert:  # None without TLS, {} when no certificate was verified
+        return None
+    common_name = ""
+    subject = peercert.get("subject", ())
+    for rdn in subject if isinstance(subject, tuple) else ():
+        for attribute, value in rdn:
+            if attribute == "commonName":
+                common_name = str(value)
+    return common_name
+
+
 def _client_common_name(request: web.Request) -> str | None:
     """Subject CN of the verified client certificate, None without one (or without TLS)."""
     transport = request.transport
     if transport is None:
         return None
-    peer = transport.get_extra_info("peercert")
-    if not peer:  # None without TLS, {} when no certificate was verified
-        return None
-    for rdn in peer.get("subject", ()):
-        for attribute, value in rdn:
-            if attribute == "commonName":
-                return str(value)
-    return None
+    peer: Mapping[str, object] | None = transport.get_extra_info("peercert")
+    return common_name_of(peer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +384,10 @@ class ApiEndpoint:
         return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
 
+DEFAULT_LIMITS: Final = ConnectionLimits()
+"""The API's connection bounds: 256 connections, 10 s TLS handshake, 30 s keep-alive."""
+
+
 @contextlib.asynccontextmanager
 async def serve_api(
     app: web.Application,
@@ -379,20 +397,31 @@ async def serve_api(
     ssl_context: ssl.SSLContext | None,
     shutdown_timeout: float = 10.0,
     close_grace: float = 1.0,
+    limits: ConnectionLimits = DEFAULT_LIMITS,
 ) -> AsyncIterator[ApiEndpoint]:
     """Serve `app` until the block exits, then shut down gracefully.
 
-    Signals are left to the caller (the CLI's loop). On exit the listener closes first and
-    requests in flight get up to `shutdown_timeout` seconds; then TLS connections get
-    `close_grace` seconds to finish their close_notify exchange before they are aborted, so
-    no socket outlives the server. The cleanup is shielded: a cancelled caller still closes.
+    The listener bounds connections (`limits`: count, TLS handshake and keep-alive time, line
+    and header sizes) and answers what the HTTP parser refuses with a Status, see
+    ``scaler.api.listener``. Signals are left to the caller (the CLI's loop). On exit the
+    listener closes first and requests in flight get up to `shutdown_timeout` seconds; then
+    TLS connections get `close_grace` seconds to finish their close_notify exchange before
+    they are aborted, so no socket outlives the server. The cleanup is shielded: a cancelled
+    caller still closes.
     """
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        site = ListenerSite(
+            runner,
+            host,
+            port,
+            ssl_context=ssl_context,
+            limits=limits,
+            error_body=status_response,
+        )
         await site.start()
         bound = runner.addresses[0]
         yield ApiEndpoint(host=str(bound[0]), port=int(bound[1]), tls=ssl_context is not None)

@@ -34,8 +34,16 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # A PromQL label matcher: name, operator, double-quoted value (escapes allowed).
 _MATCHER = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*$')
 
-PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+MAX_SECONDS = 7 * 24 * 3600
+"""Longest duration a policy may give (a week): beyond it a value is a typo, and 1e308
+would reach the activator as an infinite hold timeout."""
+MAX_REPLICAS = 1000
+"""Most replicas any count in a policy may name (the HPA's maxReplicas is an int32)."""
+
+PositiveFloat = Annotated[float, Field(gt=0, le=1e12, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]
+Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)]
+NonNegativeSeconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
 
 
 def _enum_member(kind: type[StrEnum], value: object, what: str) -> object:
@@ -117,8 +125,8 @@ class TargetRef(_Strict):
 class Replicas(_Strict):
     """Replica bounds; min 0 only for on-demand models."""
 
-    min: int = Field(ge=0)
-    max: int = Field(ge=1)
+    min: int = Field(ge=0, le=MAX_REPLICAS)
+    max: int = Field(ge=1, le=MAX_REPLICAS)
 
     @model_validator(mode="after")
     def _ordered(self) -> Replicas:
@@ -162,19 +170,21 @@ class Targets(_Strict):
 class ScaleDirection(_Strict):
     """Stabilization window and step limit for one direction."""
 
-    stabilization_seconds: NonNegativeFloat
-    max_step: int = Field(ge=1, description="most replicas added (or removed) per period")
-    period_seconds: PositiveFloat = 15.0
+    stabilization_seconds: NonNegativeSeconds
+    max_step: int = Field(
+        ge=1, le=MAX_REPLICAS, description="most replicas added (or removed) per period"
+    )
+    period_seconds: Seconds = 15.0
 
 
 class ColdStart(_Strict):
     """How long a new replica takes to become ready, and how far back the trend is read."""
 
-    seconds: PositiveFloat
-    trend_window_seconds: PositiveFloat = 60.0
+    seconds: Seconds
+    trend_window_seconds: Seconds = 60.0
     # A starting replica older than seconds * overdueFactor is considered stuck: scale-up holds
     # for starting replicas are lifted so a broken pod cannot block capacity forever.
-    overdue_factor: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 3.0
+    overdue_factor: Annotated[float, Field(ge=1, le=100, allow_inf_nan=False)] = 3.0
 
 
 class ScaleToZero(_Strict):
@@ -182,13 +192,11 @@ class ScaleToZero(_Strict):
 
     # The longest an idle model is kept before going to zero; the keep-alive itself comes
     # from the model's observed idle gaps (scaler.core.keepalive) once a few are known.
-    idle_seconds: Annotated[float, Field(gt=0, le=604_800, allow_inf_nan=False)]
+    idle_seconds: Seconds
     # One restart's cost, in seconds of holding the replica (the ski-rental price); unset:
     # coldStart.seconds (memory held while loading) + slo.queueWaitSeconds (the wait it
     # imposes on the request that finds the model asleep).
-    restart_cost_seconds: Annotated[float, Field(gt=0, le=604_800, allow_inf_nan=False)] | None = (
-        None
-    )
+    restart_cost_seconds: Seconds | None = None
     activation_threshold: NonNegativeFloat = 0.0
     activation_signals: tuple[Signal, ...] = (
         Signal.QUEUE_DEPTH,
@@ -209,7 +217,7 @@ class Placement(_Strict):
     """Memory one replica needs on a node, and the most replicas one node may hold."""
 
     memory_gib: PositiveFloat = Field(alias="memoryGiB")
-    max_per_node: int = Field(ge=1)
+    max_per_node: int = Field(ge=1, le=MAX_REPLICAS)
 
 
 class SloSizing(_Strict):
@@ -224,36 +232,36 @@ class SloSizing(_Strict):
     slots_per_replica: int = Field(ge=1, le=4096)  # requests one replica serves at once
     # Prior mean time a request holds a slot (prefill + decode); calibrated online from the
     # observed in-flight count and request rate (Little's law).
-    service_seconds: Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)]
+    service_seconds: Seconds
     # Coefficient of variation of the service time (1 = exponential; LLM outputs: ~1-2).
     service_cv: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = 1.0
     # Time constant of the online estimate.
-    calibration_seconds: Annotated[float, Field(gt=0, le=604_800, allow_inf_nan=False)] = 900.0
+    calibration_seconds: Seconds = 900.0
     # From a sample to a decision acting on it: the scrape interval plus a tick. Added to
     # coldStart.seconds it is the reaction time the replicas running now must bridge.
-    detection_seconds: Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)] = 20.0
+    detection_seconds: NonNegativeSeconds = 20.0
     # Time constant of the arrival-rate average the model is sized for (a short window's
     # rate overrides it only when it is clearly a burst: scaler.core.sizing.arrival_rate).
-    rate_horizon_seconds: Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)] = 600.0
+    rate_horizon_seconds: Seconds = 600.0
     # How many requests' worth of evidence the prior counts for against the measurement.
     prior_requests: Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)] = 20.0
     # The window of the source's request-rate query (rate(...[1m])): how many requests a
     # short-window reading rests on, to tell a burst from noise.
-    rate_window_seconds: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 60.0
+    rate_window_seconds: Seconds = 60.0
 
 
 class DataPolicy(_Strict):
     """When metrics count as stale."""
 
-    stale_after_seconds: PositiveFloat = 60.0
+    stale_after_seconds: Seconds = 60.0
 
 
 class Fallback(_Strict):
     """After `afterFailures` consecutive ticks without data, apply `mode`."""
 
-    after_failures: int = Field(ge=1)
+    after_failures: int = Field(ge=1, le=1_000_000)
     mode: FallbackMode = FallbackMode.HOLD
-    replicas: int = Field(default=1, ge=0)
+    replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -264,7 +272,7 @@ class Fallback(_Strict):
 class Slo(_Strict):
     """The service level the simulator and tuner score against."""
 
-    queue_wait_seconds: PositiveFloat
+    queue_wait_seconds: Seconds
     percentile: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 95.0
 
 

@@ -72,6 +72,7 @@ def serve_command(
     identity: Annotated[
         str | None, typer.Option(help="Leader-election identity; default $HOSTNAME.")
     ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the adapter: control loop, scale-from-zero, leader election, external metrics API."""
     names = (
@@ -95,8 +96,8 @@ def serve_command(
         namespace=namespace,
         identity=identity,
     )
-    configure_logging()
     try:
+        configure_logging(log_level)
         asyncio.run(serve(options=options))
     except ServeError as exc:
         typer.echo(f"scaler serve: {exc}", err=True)

@@ -191,6 +191,7 @@ class ControlLoop:
         self._ready = False
         self._source_faults: set[str] = set()  # source faults of the last tick, by event
         self._unknown: set[str] = set()  # models whose replica count is unknown
+        self._replicas_failing = False  # the last replica count read failed (no Kubernetes)
 
     @property
     def leader(self) -> bool:
@@ -289,13 +290,17 @@ class ControlLoop:
     # ---- observe --------------------------------------------------------------------------
 
     def _report(self, faults: Mapping[str, Mapping[str, object]]) -> None:
-        """Log this tick's source faults: a warning when a fault starts, debug while it lasts
-        (an hour-long outage must not write 720 identical warnings), info when all clear."""
+        """Log this tick's source faults: a warning the first time each kind shows during an
+        outage, debug while it lasts (an hour-long outage must not write 720 identical
+        warnings, and a flaky one alternating between a timeout and failed queries must not
+        warn every tick), info when all clear."""
         for event, fields in faults.items():
             (_log.debug if event in self._source_faults else _log.warning)(event, **fields)
         if self._source_faults and not faults:
             _log.info("prometheus_recovered", after=sorted(self._source_faults))
-        self._source_faults = set(faults)
+            self._source_faults = set()
+        else:
+            self._source_faults |= set(faults)
 
     async def _read_source(self, now: float) -> tuple[SourceReading, bool]:
         hold = "no data this tick: holding replicas"
@@ -344,13 +349,18 @@ class ControlLoop:
             counts = await asyncio.wait_for(
                 self._source.replica_counts(self.policies), timeout=self._read_timeout
             )
-            self._replicas.update(counts)
-        except Exception as exc:
-            _log.warning(
+        except Exception as exc:  # a timeout included: once per outage, as the source faults
+            (_log.debug if self._replicas_failing else _log.warning)(
                 "replica_counts_unavailable",
                 error=f"{type(exc).__name__}: {exc}",
                 action="using the last counts",
             )
+            self._replicas_failing = True
+        else:
+            self._replicas.update(counts)
+            if self._replicas_failing:
+                _log.info("replica_counts_recovered")
+            self._replicas_failing = False
         return {m: (c.current, c.ready) for m, c in self._replicas.items()}
 
     def _load_states(self, observed: ClusterObservation, now: float, *, leader: bool) -> None:

@@ -40,6 +40,7 @@ from scaler.api.auth import (
     RequestHeaderConfigError,
     load_requestheader_config,
 )
+from scaler.api.listener import return_freed_connection_memory
 from scaler.api.selfmetrics import Health, SelfMetrics
 from scaler.api.server import ApiEndpoint, build_app, serve_api
 from scaler.api.store import DecisionStore
@@ -50,7 +51,7 @@ from scaler.live.cluster_reader import ClusterReader
 from scaler.live.kube import KubernetesApi, KubernetesError
 from scaler.live.leader import RETRY_SECONDS, LeaderElector
 from scaler.live.loop import ControlLoop, KubernetesSide, MetricsSource
-from scaler.policy import check_policies
+from scaler.policy import check_policies, fatal
 from scaler.sources import PrometheusSource
 
 LEASE_NAME = "scaler"
@@ -94,8 +95,14 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def configure_logging() -> None:
-    """structlog JSON lines on stdout, with ISO timestamps and levels."""
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def configure_logging(level: str = "info") -> None:
+    """structlog JSON lines on stdout, with ISO timestamps and levels, from `level` up
+    (one of LOG_LEVELS; ServeError otherwise)."""
+    if level.lower() not in LOG_LEVELS:
+        raise ServeError(f"--log-level {level!r}: expected one of {', '.join(LOG_LEVELS)}")
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -104,7 +111,9 @@ def configure_logging() -> None:
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
         # No file argument: each line goes to the sys.stdout of the moment (tests swap it).
         logger_factory=structlog.PrintLoggerFactory(),
     )
@@ -113,8 +122,10 @@ def configure_logging() -> None:
 def load_policies_or_fail(path: Path) -> list[ModelPolicy]:
     """The policies under `path`; ServeError listing every loader error otherwise."""
     policies, errors = check_policies([path])
-    if errors:
-        raise ServeError("\n".join(str(e) for e in errors))
+    if fatal(errors):
+        raise ServeError("\n".join(str(e) for e in fatal(errors)))
+    for warning in errors:
+        _log.warning("policy_warning", problem=str(warning))
     return policies
 
 
@@ -340,6 +351,7 @@ async def serve(
     """The whole `scaler serve` command; raises ServeError for a problem at start."""
     policies = load_policies_or_fail(options.policies)
     parse_listen(options.listen)  # fail on a bad flag before touching the network
+    return_freed_connection_memory()
     stop = stop or asyncio.Event()
     api_client = None if options.no_kubernetes else kubernetes_client(options.kubeconfig)
     source = PrometheusSource(url=options.prometheus_url, timeout=options.query_timeout)
@@ -356,7 +368,7 @@ async def serve(
             adapter, options=options, stop=stop, clock=clock, on_listening=on_listening
         )
     finally:
-        source.close()
+        await source.aclose()
         if api_client is not None:
             api_client.close()  # type: ignore[no-untyped-call]
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -9,6 +9,7 @@ from scaler.policy.loader import (
     PolicyLoadError,
     check_file,
     check_policies,
+    fatal,
     load_policies,
     policy_files,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "PolicyLoadError",
     "check_file",
     "check_policies",
+    "fatal",
     "load_policies",
     "policy_files",
 ]

@@ -3,6 +3,13 @@
 The schema itself is ``scaler.core.policy.ModelPolicy``; this module does the file work:
 YAML parsing (syntax errors keep their line), one document per file, mapping pydantic's
 error locations back to YAML lines, and the checks that span files (the same model twice).
+
+Hostile or broken YAML is an error with its line, never an exception: a tag the safe loader
+does not know (``!custom``, ``!!python/object/apply``), nesting deeper than `MAX_DEPTH`, an
+integer with more digits than Python converts (4,300). A key given twice in one mapping is a
+warning (the last one wins, as in YAML loaders generally). Each file is parsed once, and
+error lines are looked up through a per-mapping index, so a file with 40,000 unknown keys is
+checked in linear time.
 """
 
 from __future__ import annotations
@@ -10,13 +17,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Final
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
 
 from scaler.core.policy import ModelPolicy
 
 POLICY_SUFFIXES = (".yaml", ".yml")
+MAX_DEPTH: Final = 64
+"""Deepest nesting of YAML collections accepted (a policy needs four)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,12 +39,17 @@ class PolicyError:
     field: str  # dotted field path as written in YAML ("targets.queueDepth"), "" for the file
     message: str
     line: int | None = None  # 1-based
+    warning: bool = False  # reported, but the file still loads (a duplicate key)
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else str(self.file)
-        return (
-            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
-        )
+        message = f"warning: {self.message}" if self.warning else self.message
+        return f"{where}: {self.field}: {message}" if self.field else f"{where}: {message}"
+
+
+def fatal(errors: Iterable[PolicyError]) -> list[PolicyError]:
+    """The errors among `errors` that stop a file from loading (not the warnings)."""
+    return [e for e in errors if not e.warning]
 
 
 class PolicyLoadError(Exception):
@@ -51,7 +68,8 @@ def policy_files(path: Path) -> list[Path]:
 
 
 def check_policies(paths: Iterable[Path]) -> tuple[list[ModelPolicy], list[PolicyError]]:
-    """Validate every file under `paths`; returns the valid policies and all errors found."""
+    """Validate every file under `paths`; returns the valid policies and all errors found
+    (warnings included: see `fatal`)."""
     policies: list[ModelPolicy] = []
     errors: list[PolicyError] = []
     files = [f for p in paths for f in policy_files(p)]
@@ -80,36 +98,98 @@ def check_policies(paths: Iterable[Path]) -> tuple[list[ModelPolicy], list[Polic
 
 
 def load_policies(*paths: Path) -> list[ModelPolicy]:
-    """The policies under `paths`, or PolicyLoadError listing every problem."""
+    """The policies under `paths`, or PolicyLoadError listing every problem (warnings do not
+    stop loading)."""
     policies, errors = check_policies(paths)
-    if errors:
+    if fatal(errors):
         raise PolicyLoadError(errors)
     return policies
 
 
+class _PolicyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, with a nesting limit and a note of each duplicate key."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+        self.duplicates: list[tuple[str, int]] = []  # (key, 1-based line)
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        # The composer recurses once per level: bound it before Python's stack does.
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, _ in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in seen:
+                        self.duplicates.append((str(key.value), key.start_mark.line + 1))
+                    seen.add(key.value)
+        return super().construct_mapping(node, deep)
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    try:
+        return int(loader.construct_yaml_int(node))
+    except ValueError:  # Python refuses to convert more than 4,300 digits
+        raise ConstructorError(
+            None, None, f"integer with {len(node.value)} characters is too large", node.start_mark
+        ) from None
+
+
+_PolicyLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def _yaml_error(file: Path, exc: yaml.YAMLError) -> PolicyError:
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark is not None else None
+    problem = getattr(exc, "problem", None) or str(exc)
+    kind = "YAML error" if isinstance(exc, ConstructorError) else "YAML syntax error"
+    return PolicyError(file, "", f"{kind}: {problem}", line)
+
+
 def check_file(file: Path) -> tuple[ModelPolicy | None, list[PolicyError]]:
-    """Validate one policy file: (the policy or None, the errors)."""
+    """Validate one policy file: (the policy or None, the errors and warnings)."""
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return None, [PolicyError(file, "", f"cannot read file: {exc}")]
+    loader = _PolicyLoader(text)
     try:
-        documents = list(yaml.compose_all(text))
+        documents: list[yaml.Node] = []
+        while loader.check_node():
+            node = loader.get_node()
+            if node is not None:
+                documents.append(node)
+            if len(documents) > 1:
+                line = documents[1].start_mark.line + 1
+                return None, [
+                    PolicyError(
+                        file, "", "expected one policy document per file, found several", line
+                    )
+                ]
+        if not documents:
+            return None, [PolicyError(file, "", "empty file: expected one policy document")]
+        root = documents[0]
+        data = loader.construct_document(root)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        return None, [PolicyError(file, "", f"YAML syntax error: {problem}", line)]
-    documents = [d for d in documents if d is not None]
-    if not documents:
-        return None, [PolicyError(file, "", "empty file: expected one policy document")]
-    if len(documents) > 1:
-        line = documents[1].start_mark.line + 1
-        return None, [
-            PolicyError(file, "", "expected one policy document per file, found several", line)
-        ]
-    root = documents[0]
-    data = yaml.safe_load(text)
+        return None, [_yaml_error(file, exc)]
+    except RecursionError:  # a safety net: MAX_DEPTH stops real files long before
+        return None, [PolicyError(file, "", f"YAML nested deeper than {MAX_DEPTH} levels")]
+    finally:
+        loader.dispose()
+    warnings = [
+        PolicyError(file, key, "duplicate key: the last value is used", line, warning=True)
+        for key, line in loader.duplicates
+    ]
     if not isinstance(data, dict):
         return None, [
             PolicyError(
@@ -120,12 +200,13 @@ def check_file(file: Path) -> tuple[ModelPolicy | None, list[PolicyError]]:
             )
         ]
     try:
-        return ModelPolicy.model_validate(data), []
+        return ModelPolicy.model_validate(data), warnings
     except ValidationError as exc:
-        return None, [_to_error(file, root, err) for err in exc.errors()]
+        lines = _NodeLines(root)
+        return None, warnings + [_to_error(file, lines, err) for err in exc.errors()]
 
 
-def _to_error(file: Path, root: yaml.Node, err: object) -> PolicyError:
+def _to_error(file: Path, lines: _NodeLines, err: object) -> PolicyError:
     """One pydantic error as a PolicyError with the YAML field path and line."""
     assert isinstance(err, dict)
     loc = tuple(err.get("loc", ()))
@@ -136,7 +217,7 @@ def _to_error(file: Path, root: yaml.Node, err: object) -> PolicyError:
         message = "unknown field"
     loc = _yaml_path(loc)
     field = ".".join(str(p) for p in loc)
-    line = _line_of(root, loc)
+    line = lines.line_of(loc)
     return PolicyError(file, field or "", message, line)
 
 
@@ -163,21 +244,37 @@ def _yaml_path(loc: Sequence[object]) -> tuple[object, ...]:
     return tuple(path)
 
 
-def _line_of(root: yaml.Node, loc: Sequence[object]) -> int | None:
-    """The 1-based line of the YAML node at `loc`, or of its nearest existing parent."""
-    node = root
-    for part in loc:
-        child: yaml.Node | None = None
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if key.value == str(part):
-                    child = value
-                    break
-        elif (
-            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
-        ):
-            child = node.value[part]
-        if child is None:
-            break
-        node = child
-    return node.start_mark.line + 1
+class _NodeLines:
+    """Lines of YAML nodes by field path; each mapping's keys are indexed once, on first use,
+    so looking up many errors costs their number, not errors × keys."""
+
+    def __init__(self, root: yaml.Node) -> None:
+        self._root = root
+        self._keys: dict[int, dict[str, yaml.Node]] = {}
+
+    def _child(self, node: yaml.MappingNode, key: str) -> yaml.Node | None:
+        index = self._keys.get(id(node))
+        if index is None:
+            index = {}
+            for k, v in node.value:
+                index.setdefault(str(k.value), v)  # the first one, as the line reported
+            self._keys[id(node)] = index
+        return index.get(key)
+
+    def line_of(self, loc: Sequence[object]) -> int | None:
+        """The 1-based line of the node at `loc`, or of its nearest existing parent."""
+        node = self._root
+        for part in loc:
+            child: yaml.Node | None = None
+            if isinstance(node, yaml.MappingNode):
+                child = self._child(node, str(part))
+            elif (
+                isinstance(node, yaml.SequenceNode)
+                and isinstance(part, int)
+                and part < len(node.value)
+            ):
+                child = node.value[part]
+            if child is None:
+                break
+            node = child
+        return node.start_mark.line + 1

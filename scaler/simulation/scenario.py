@@ -251,8 +251,10 @@ def is_scenario_file(path: Path) -> bool:
         return False
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return False
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, ValueError):
+        return (
+            False  # deep nesting, a 4,301-digit integer: not a scenario; the policy check says why
+        )
     return isinstance(data, dict) and data.get("kind") == SCENARIO_KIND
 
 
@@ -274,6 +276,9 @@ def check_scenario(path: Path) -> tuple[Scenario | None, list[ScenarioError]]:
                 mark and mark.line + 1,
             )
         ]
+    except (RecursionError, ValueError) as exc:  # deep nesting; an integer Python refuses
+        problem = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        return None, [ScenarioError(path, "", f"YAML error: {problem}")]
     if not isinstance(data, dict) or root is None:
         return None, [ScenarioError(path, "", "expected a mapping with kind: Scenario")]
     try:

@@ -18,10 +18,14 @@ may be mapped too (every row then goes to MODEL).
 
 Bad input is an error naming the file and line (`TraceError`): bytes that are not UTF-8, a
 malformed row, a model not in the scenario, a negative or non-integer token count, a negative
-or non-finite timestamp, an empty trace. The file is read once, whole. One case is repaired
-instead, with a warning: timestamps out of order are sorted (stably), because merged logs of
-several front ends commonly interleave by a few milliseconds; the warning names the first
-line out of order and how many rows moved.
+or non-finite timestamp, a token count above `MAX_TOKENS`, JSON nested too deeply or with
+an integer Python will not convert, an empty trace. The file is read once, whole. Two cases
+are repaired instead, with a warning: timestamps out of order are sorted (stably), because
+merged logs of several front ends commonly interleave by a few milliseconds (the warning
+names the first line out of order and how many rows moved); and canonical timestamps that
+are absolute (Unix seconds: the first at or above `ABSOLUTE_AFTER_SECONDS`) are rebased to
+start at 0, since replaying 54 years of empty virtual time before the first request would
+take hours and gigabytes.
 """
 
 from __future__ import annotations
@@ -42,6 +46,15 @@ FloatArray: TypeAlias = npt.NDArray[np.float64]
 """Seconds, one per request."""
 IntArray: TypeAlias = npt.NDArray[np.int64]
 """Model indices or token counts, one per request."""
+
+MAX_TOKENS = 100_000_000
+"""Largest prompt or output token count accepted (a million-token context is 1e6)."""
+MAX_SPAN_SECONDS = 31 * 86400
+"""Longest time a trace may span (a month): simulating costs time and memory per tick of
+virtual time, so a longer one is refused rather than left to run for hours."""
+ABSOLUTE_AFTER_SECONDS = 1e8
+"""A canonical trace whose first request comes this late (over three years) is taken to
+carry Unix timestamps and is rebased."""
 
 CANONICAL_HEADER = ("timestamp", "model", "prompt_tokens", "output_tokens")
 AZURE_HEADER = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
@@ -283,10 +296,12 @@ class _Columns:
 def _int_field(path: Path, line: int, name: str, text: str) -> int:
     try:
         value = int(text)
-    except ValueError:
+    except ValueError:  # also a string of more than 4,300 digits
         value = _integral_float(path, line, name, text)
     if value < 0:
         raise TraceError(path, f"{name}: negative token count {value}", line)
+    if value > MAX_TOKENS:
+        raise TraceError(path, f"{name}: token count above {MAX_TOKENS:,}: {text[:30]!r}", line)
     return value
 
 
@@ -297,7 +312,9 @@ def _integral_float(path: Path, line: int, name: str, text: str) -> int:
     except ValueError:
         raise TraceError(path, f"{name}: not a number: {text!r}", line) from None
     if not (math.isfinite(as_float) and as_float.is_integer()):
-        raise TraceError(path, f"{name}: token count must be an integer: {text!r}", line)
+        raise TraceError(path, f"{name}: token count must be an integer: {text[:30]!r}", line)
+    if as_float > MAX_TOKENS:
+        raise TraceError(path, f"{name}: token count above {MAX_TOKENS:,}: {text[:30]!r}", line)
     return int(as_float)
 
 
@@ -372,6 +389,10 @@ def _read_mooncake(path: Path, text: str) -> _Columns:
             record = json.loads(entry)
         except json.JSONDecodeError as exc:
             raise TraceError(path, f"malformed JSON: {exc.msg}", line) from None
+        except RecursionError:
+            raise TraceError(path, "malformed JSON: nested too deeply", line) from None
+        except ValueError as exc:  # an integer of more than 4,300 digits
+            raise TraceError(path, f"malformed JSON: {exc}"[:200], line) from None
         if not isinstance(record, dict):
             raise TraceError(path, "expected a JSON object per line", line)
         for key in ("timestamp", "input_length", "output_length"):
@@ -410,6 +431,18 @@ def _to_trace(path: Path, cols: _Columns, known: Sequence[str], mapped: str | No
             f"({len(backwards)} step(s) back); sorted by time, {moved} row(s) moved"
         )
         time, model, prompt, output = time[order], model[order], prompt[order], output[order]
+    if time[0] >= ABSOLUTE_AFTER_SECONDS:
+        warnings.append(
+            f"{path}: timestamps look absolute (the first is {time[0]:.0f} s, Unix time);"
+            f" rebased so the first request is at 0 s"
+        )
+        time = time - time[0]
+    if time[-1] - time[0] > MAX_SPAN_SECONDS:
+        raise TraceError(
+            path,
+            f"the trace spans {(time[-1] - time[0]) / 86400:.1f} days, more than"
+            f" {MAX_SPAN_SECONDS // 86400}: simulate a window of it, or time-scale it",
+        )
     return LoadedTrace(Trace(models, time, model, prompt, output), tuple(warnings))
 
 

@@ -14,27 +14,30 @@ the activator runs, still gives it a queue depth and in-flight value. The contro
 the model is at zero (replicas) and decides on that; the source only reports what Prometheus
 has.
 
-prometheus-api-client is synchronous (requests): queries run in a small thread pool owned by
-the source (so a slow Prometheus cannot starve the event loop's default executor), each under
-both the requests timeout and an `asyncio.wait_for`, with no retries (the next tick retries).
+Queries go straight to ``/api/v1/query`` over aiohttp, at most `max_concurrent_queries` at a
+time, with no retries (the next tick retries). Each one has a *total* deadline, `timeout`,
+covering connect, headers and body: a proxy trickling one byte every half second cannot keep
+a query (and the tick behind it) alive, and nothing outlives the deadline, so the source is
+healthy again as soon as Prometheus is. (The former requests-based client had a per-read
+timeout only: a trickle held all eight worker threads for minutes.) The answer is read up to
+`max_response_bytes` and must hold at most `max_series` series; a larger one is a failed
+query whose error says which limit it broke, and nothing of it is parsed or kept.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
-import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Final, Self
 
+import aiohttp
 import structlog
-from prometheus_api_client import PrometheusConnect
-from urllib3.util.retry import Retry
 
 from scaler.core import Engine, ModelPolicy, Signal
 from scaler.sources.templates import (
@@ -54,6 +57,21 @@ KSM_SPEC_REPLICAS = "kube_deployment_spec_replicas"
 KSM_READY_REPLICAS = "kube_deployment_status_replicas_ready"
 _ERROR_CHARS = 300  # requests' connection errors run to a screenful; keep the gist
 _OBJECT_PREFIX = re.compile(r"^<[^>]+ object at 0x[0-9a-f]+>: ")
+
+MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
+"""Largest query answer read. A batched answer has about two series per model (value and
+sample time, ~300 bytes each): 4 MiB is room for thousands of models."""
+
+MAX_SERIES: Final = 10_000
+"""Most series one answer may hold (an over-broad override could select every pod's)."""
+
+
+class ReplicaCountsUnavailableError(Exception):
+    """Every replica-count query failed; the message carries their errors."""
+
+
+class QueryError(Exception):
+    """A query that did not give an instant vector; the message is the QueryStat's error."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +138,8 @@ class PrometheusSource:
         window: str = "1m",
         model_label: str = MODEL_LABEL,
         max_concurrent_queries: int = 8,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        max_series: int = MAX_SERIES,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
@@ -127,11 +147,10 @@ class PrometheusSource:
         self.timeout = timeout
         self.window = check_window(window)
         self.model_label = model_label
-        self._executor = ThreadPoolExecutor(
-            max_workers=max_concurrent_queries, thread_name_prefix="prometheus-query"
-        )
-        # requests.Session is not documented as thread-safe: one client per worker thread.
-        self._clients = threading.local()
+        self.max_response_bytes = max_response_bytes
+        self.max_series = max_series
+        self._max_concurrent = max_concurrent_queries
+        self._session: aiohttp.ClientSession | None = None  # made in the loop, on first use
 
     async def __aenter__(self) -> Self:
         return self
@@ -142,11 +161,24 @@ class PrometheusSource:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        await self.aclose()
 
-    def close(self) -> None:
-        """Stop the query threads (a query still running finishes within its timeout)."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    async def aclose(self) -> None:
+        """Close the HTTP connections to Prometheus."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_concurrent),
+                # Total: connect, waiting in the pool, headers and body all count.
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                headers={"Accept": "application/json"},
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
 
     # --- signals ---------------------------------------------------------------------------
 
@@ -186,12 +218,14 @@ class PrometheusSource:
         return labels.get(self.model_label)
 
     async def _run(self, plan: PlannedQuery) -> tuple[list[_Series], QueryStat]:
+        # Debug only: the caller reports failed queries (the loop: one warning per fault, not
+        # one per query per tick); the errors travel in the QueryStats.
         if plan.error is not None:
-            log.warning("prometheus_query_not_sent", signal=plan.signal.value, error=plan.error)
+            log.debug("prometheus_query_not_sent", signal=plan.signal.value, error=plan.error)
             return [], QueryStat(plan.signal, plan.engine, 0.0, plan.error, plan.query)
         series, duration, error = await self._query(plan.query)
         if error is not None:
-            log.warning(
+            log.debug(
                 "prometheus_query_failed",
                 signal=plan.signal.value,
                 engine=plan.engine.value,
@@ -202,34 +236,42 @@ class PrometheusSource:
 
     async def _query(self, query: str) -> tuple[list[_Series], float, str | None]:
         """Run one instant query: (series, seconds taken, error or None)."""
-        loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            raw = await asyncio.wait_for(
-                loop.run_in_executor(self._executor, self._query_sync, query),
-                timeout=self.timeout,
-            )
-            series = _parse(raw)
+            # The session's total timeout bounds the request; this one also bounds the
+            # parsing, so that no part of a query outlives `timeout`.
+            async with asyncio.timeout(self.timeout):
+                raw = await self._fetch(query)
+                series = _parse(raw, max_series=self.max_series)
         except TimeoutError:
             return [], time.perf_counter() - started, f"timed out after {self.timeout:g}s"
-        except Exception as exc:  # anything from requests/the client/parsing is a failed query
+        except QueryError as exc:
+            return [], time.perf_counter() - started, str(exc)[:_ERROR_CHARS]
+        except Exception as exc:  # anything from aiohttp or the JSON is a failed query
             return [], time.perf_counter() - started, _describe(exc)
         return series, time.perf_counter() - started, None
 
-    def _query_sync(self, query: str) -> object:
-        client: PrometheusConnect | None = getattr(self._clients, "client", None)
-        if client is None:
-            client = PrometheusConnect(
-                url=self.url,
-                disable_ssl=True,
-                retry=Retry(total=0, raise_on_status=False),
-                # A little longer than wait_for's: the asyncio timeout is the one that reports
-                # (one clear "timed out"); this one only frees the thread afterwards.
-                timeout=self.timeout + 1.0,
-            )
-            self._clients.client = client
-        # Prometheus' own evaluation timeout too, so it stops working on an abandoned query.
-        return client.custom_query(query, params={"timeout": str(self.timeout)})
+    async def _fetch(self, query: str) -> object:
+        """The ``data.result`` of one answer, its body read up to `max_response_bytes`."""
+        params = {"query": query, "timeout": f"{self.timeout:g}s"}  # Prometheus stops too
+        async with self._client().get(f"{self.url}/api/v1/query", params=params) as response:
+            limit = self.max_response_bytes
+            if response.content_length is not None and response.content_length > limit:
+                raise QueryError(
+                    f"answer of {response.content_length} bytes is over the"
+                    f" {limit}-byte limit: not read"
+                )
+            body = bytearray()
+            async for chunk in response.content.iter_any():
+                body += chunk
+                if len(body) > limit:
+                    raise QueryError(f"answer is over the {limit}-byte limit: not read")
+            if response.status != 200:
+                raise QueryError(f"HTTP {response.status}: {_prometheus_error(body)}")
+        document = json.loads(body)
+        if not isinstance(document, dict) or not isinstance(document.get("data"), dict):
+            raise QueryError("answer is not a Prometheus API response")
+        return document["data"].get("result")
 
     # --- replicas (--no-kubernetes) --------------------------------------------------------
 
@@ -242,7 +284,9 @@ class PrometheusSource:
         honor_labels) when present; otherwise the number of scraped targets per model
         (``count by (model)(up{<matchers>})``, ready = those with ``up == 1``). A model whose
         queries succeeded but found nothing has 0 replicas; a model is absent when the
-        queries failed (unknown). Two or three queries, whatever the number of models.
+        queries failed (unknown). Two or three queries, whatever the number of models. When
+        every query failed, raises `ReplicaCountsUnavailableError` (with their errors), so the
+        caller can tell an outage from models that have no count.
         """
         if not policies:
             return {}
@@ -253,16 +297,21 @@ class PrometheusSource:
         )
         ksm_series, _, ksm_error = outcomes[0]
         if ksm_error is not None:
-            log.warning("prometheus_replicas_failed", source="kube-state-metrics", error=ksm_error)
+            log.debug("prometheus_replicas_failed", source="kube-state-metrics", error=ksm_error)
         from_ksm = _ksm_counts(policies, ksm_series) if ksm_error is None else {}
 
         counts: dict[str, ReplicaCount] = {}
         for (_, members), (series, _, error) in zip(up_plans, outcomes[1:], strict=True):
             if error is not None:
-                log.warning("prometheus_replicas_failed", source="up", error=error)
+                log.debug("prometheus_replicas_failed", source="up", error=error)
                 continue
             counts.update(_up_counts(members, series, self.model_label))
         counts.update(from_ksm)
+        errors = [error for _, _, error in outcomes if error is not None]
+        if len(errors) == len(outcomes):
+            raise ReplicaCountsUnavailableError(
+                f"every replica query failed: {'; '.join(sorted(set(errors)))}"[:_ERROR_CHARS]
+            )
         return counts
 
 
@@ -289,10 +338,23 @@ def _usable(value: float | None) -> bool:
     return value is not None and math.isfinite(value) and value >= 0
 
 
-def _parse(raw: object) -> list[_Series]:
-    """Parse custom_query's result list; a value that is not a number becomes None."""
+def _prometheus_error(body: bytes | bytearray) -> str:
+    """Prometheus' own error text from an error answer, else the start of the body."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    if isinstance(document, dict) and isinstance(document.get("error"), str):
+        return str(document["error"])
+    return repr(body[:200])
+
+
+def _parse(raw: object, *, max_series: int) -> list[_Series]:
+    """Parse an instant vector's result list; a value that is not a number becomes None."""
     if not isinstance(raw, list):
-        raise ValueError(f"expected an instant vector, got {type(raw).__name__}")
+        raise QueryError(f"expected an instant vector, got {type(raw).__name__}")
+    if len(raw) > max_series:
+        raise QueryError(f"answer has {len(raw)} series, over the limit of {max_series}")
     series: list[_Series] = []
     for item in raw:
         if not isinstance(item, dict) or not isinstance(item.get("metric"), dict):

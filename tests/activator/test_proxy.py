@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 from yarl import URL
 
 from scaler.activator.endpoints import EndpointTracker
@@ -430,3 +431,78 @@ async def test_held_requests_get_503_when_the_activator_stops() -> None:
         assert json.loads(answer)["error"]["code"] == "model_shutting_down"
         text = activator.metrics.exposition().decode()
         assert metric(text, ACTIVATOR_REJECTED, model="tinyllama", reason="shutting_down") == 1
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(
+            b"POST /tinyllama/v1/completions HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n", id="nul"
+        ),
+        pytest.param(b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", id="star"),
+    ],
+)
+async def test_malformed_http_gets_an_openai_error_and_one_log_line(raw: bytes) -> None:
+    """What aiohttp would answer in plain text (a NUL in a header, ``OPTIONS *``) is an
+    OpenAI-shaped error; ten of them give at most one log line and no traceback."""
+    async with (
+        ModelServerEmulator() as server,
+        running_activator([tiny()], upstreams={"tinyllama": server.url}) as (_activator, url),
+    ):
+        with capture_logs() as events:
+            for _ in range(10):
+                reader, writer = await asyncio.open_connection(url.host, url.port)
+                writer.write(raw)
+                answer = await asyncio.wait_for(reader.read(), timeout=5)
+                writer.close()
+                head, _, body = answer.partition(b"\r\n\r\n")
+                assert b"application/json" in head.lower(), head
+                error = json.loads(body)["error"]
+                assert error["type"] == "invalid_request_error"
+    refused = [e for e in events if e["event"] == "http_request_refused"]
+    assert len(refused) <= 1
+    assert not [e for e in events if "exc_info" in e or "exception" in e]
+
+
+@pytest.mark.parametrize(
+    "path", ["/tinyllama/../../admin", "/tinyllama/v1/%2e%2e/%2E%2E/admin", "/tinyllama/./v1"]
+)
+async def test_dot_segments_are_refused_not_forwarded(path: str) -> None:
+    """A path with '.' or '..' segments (encoded or not) is a 400; nothing reaches the model."""
+    async with (
+        ModelServerEmulator() as server,
+        running_activator([tiny()], upstreams={"tinyllama": server.url}) as (_activator, url),
+        aiohttp.ClientSession() as session,
+        session.get(URL(str(url) + path, encoded=True)) as response,
+    ):
+        assert response.status == 400
+        assert (await response.json())["error"]["code"] == "bad_request"
+        assert server.received == []
+
+
+async def test_a_client_x_forwarded_prefix_is_not_passed_on() -> None:
+    """The client's X-Forwarded-Prefix is dropped: the model sees the stripped prefix only,
+    and none at all when routed by Host."""
+    async with (
+        ModelServerEmulator() as server,
+        running_activator(
+            [make_policy("tinyllama", service={"host": "tiny.lan"})],
+            upstreams={"tinyllama": server.url},
+        ) as (_activator, url),
+        aiohttp.ClientSession() as session,
+    ):
+        forged = {"X-Forwarded-Prefix": "/admin"}
+        body = b'{"prompt": "hi"}'
+        async with session.post(
+            url.with_path("/tinyllama/v1/completions"), data=body, headers=forged
+        ) as by_prefix:
+            assert by_prefix.status == 200
+        async with session.post(
+            url.with_path("/v1/completions"), data=body, headers={**forged, "Host": "tiny.lan"}
+        ) as by_host:
+            assert by_host.status == 200
+    prefixes = [
+        {k.lower(): v for k, v in r.headers.items()}.get("x-forwarded-prefix")
+        for r in server.received
+    ]
+    assert prefixes == ["/tinyllama", None]

@@ -119,6 +119,7 @@ async def test_every_dashboard_query_finds_data_from_a_running_adapter() -> None
     stop = asyncio.Event()
     endpoints: list[ApiEndpoint] = []
     task: asyncio.Task[None] | None = None
+    source = PrometheusSource(url=prometheus.url, timeout=2.0)
     try:
         options = ServeOptions(
             policies=POLICIES,
@@ -132,7 +133,7 @@ async def test_every_dashboard_query_finds_data_from_a_running_adapter() -> None
         adapter = await build_adapter(
             options=options,
             policies=list(shipped.values()),
-            source=PrometheusSource(url=prometheus.url, timeout=2.0),
+            source=source,
             api_client=standin.api_client(),
         )
         task = asyncio.create_task(
@@ -176,6 +177,7 @@ async def test_every_dashboard_query_finds_data_from_a_running_adapter() -> None
         stop.set()
         if task is not None:
             await asyncio.wait_for(task, timeout=10)
+        await source.aclose()
         prometheus.stop()
         activator_endpoint.stop()
         for server in servers.values():

@@ -33,6 +33,7 @@ from aiohttp import web
 
 from scaler.core import Engine, ModelPolicy, Signal
 from scaler.sources import PrometheusSource
+from scaler.sources.prometheus import ReplicaCountsUnavailableError
 from scaler.sources.templates import DEFAULT_TEMPLATES, render_combined
 from tests.builders import make_policy
 from tests.integration.model_servers import (
@@ -462,7 +463,7 @@ async def test_replica_counts_from_kube_state_metrics_else_targets(
 
 
 async def test_replica_counts_unknown_when_prometheus_is_down() -> None:
-    """Failed queries leave models out (unknown), never 0 replicas."""
+    """All queries failing is an error (unknown replicas), never 0 replicas."""
     async with PrometheusSource(url="http://127.0.0.1:9", timeout=2.0) as src:
-        counts = await src.replica_counts([vllm_policy("mistral-7b")])
-    assert counts == {}
+        with pytest.raises(ReplicaCountsUnavailableError, match="every replica query failed"):
+            await src.replica_counts([vllm_policy("mistral-7b")])

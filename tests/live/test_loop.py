@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
 import kubernetes_validate
+from aiohttp import web
 from structlog.testing import capture_logs
 
 from scaler.api.store import DecisionStore
 from scaler.core import ModelPolicy, Reason
 from scaler.live.loop import ControlLoop
 from scaler.live.persistence import STATE_ANNOTATION
-from scaler.sources import ReplicaCount
+from scaler.sources import PrometheusSource, ReplicaCount
 from tests.live.conftest import (
     MODELS,
     NAMESPACE,
@@ -192,3 +195,43 @@ async def test_ready_after_first_successful_tick(
     source.down = False
     await loop.tick()
     assert flag.ready
+
+
+async def test_a_flaky_prometheus_gives_one_warning_per_fault_and_one_on_recovery(
+    aiohttp_server: Any, policies: list[ModelPolicy], clock: VirtualClock
+) -> None:
+    """The real PrometheusSource in --no-kubernetes mode against a Prometheus that answers
+    503 on odd ticks and stalls past the read timeout on even ones, for 20 ticks: each kind
+    of fault warns once (none per query, none per tick), and recovery logs one info line."""
+    mode = {"now": "fail"}
+
+    async def query(request: web.Request) -> web.Response:
+        if mode["now"] == "stall":
+            await asyncio.sleep(1)
+        if mode["now"] != "ok":
+            return web.json_response({"status": "error", "error": "down"}, status=503)
+        return web.json_response({"status": "success", "data": {"result": []}})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/query", query)
+    server = await aiohttp_server(app)
+    store = DecisionStore([p.model for p in policies], staleness_seconds=60)
+    async with PrometheusSource(url=str(server.make_url("")), timeout=0.5) as source:
+        loop = ControlLoop(
+            policies=policies, source=source, store=store, clock=clock, read_timeout=0.3
+        )
+        with capture_logs() as logs:
+            for tick in range(20):
+                mode["now"] = "stall" if tick % 2 else "fail"
+                await loop.tick()
+                clock.advance(5)
+            mode["now"] = "ok"
+            await loop.tick()
+    warnings = [(e["event"], e.get("model")) for e in logs if e["log_level"] == "warning"]
+    assert len(warnings) == len(set(warnings)), warnings
+    # 503, timeout, replica counts cut; the models whose replicas were never known
+    assert len(warnings) == 3 + len(policies), warnings
+    assert [e["event"] for e in logs if e["event"].endswith("_recovered")] == [
+        "prometheus_recovered",
+        "replica_counts_recovered",
+    ]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -27,6 +28,7 @@ from scaler.live.serve import (
     ServeError,
     ServeOptions,
     build_adapter,
+    configure_logging,
     front_proxy_config,
     parse_listen,
     run_adapter,
@@ -213,3 +215,24 @@ async def test_sigterm_stops_a_no_kubernetes_serve(tmp_path: Path) -> None:
         assert response.status == 200
     os.kill(os.getpid(), signal.SIGTERM)  # serve() installed its handler before listening
     await asyncio.wait_for(task, timeout=10)
+
+
+@pytest.mark.usefixtures("default_logging")
+def test_log_level_filters_the_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """--log-level warning drops info and debug lines; debug shows them all."""
+    configure_logging("warning")
+    logger = structlog.get_logger("scaler.test")
+    logger.info("hidden_info")
+    logger.warning("shown_warning")
+    configure_logging("debug")
+    logger.debug("shown_debug")
+    events = [json.loads(line)["event"] for line in capsys.readouterr().out.splitlines()]
+    assert events == ["shown_warning", "shown_debug"]
+
+
+@pytest.mark.usefixtures("default_logging")
+def test_unknown_log_level_is_a_start_error() -> None:
+    """`scaler serve --log-level loud` exits 1 naming the flag and the choices."""
+    result = CliRunner().invoke(app, ["serve", "--log-level", "loud", "--no-kubernetes"])
+    assert result.exit_code == 1
+    assert "--log-level 'loud'" in result.output

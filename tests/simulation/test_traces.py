@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from scaler.cli import app
 from scaler.simulation.traces import (
     TokenSizes,
     Trace,
@@ -285,3 +288,73 @@ def test_sessions_leave_idle_gaps() -> None:
     gaps = np.diff(trace.time)
     assert len(trace) > 10
     assert gaps.max() > 900
+
+
+HEADER = "timestamp,model,prompt_tokens,output_tokens\n"
+
+
+@pytest.mark.parametrize(
+    ("row", "needle"),
+    [
+        pytest.param("0,tinyllama,1e308,4", "token count above", id="1e308"),
+        pytest.param(f"0,tinyllama,{2**63},4", "token count above", id="above-int64"),
+        pytest.param(f"0,tinyllama,{'9' * 4400},4", "token count", id="4400-digits"),
+    ],
+)
+def test_absurd_token_counts_are_file_line_errors(tmp_path: Path, row: str, needle: str) -> None:
+    """Token counts too large for the arrays are a TraceError on their line, not an
+    OverflowError."""
+    path = write(tmp_path, "t.csv", HEADER + "0,tinyllama,1,1\n" + row + "\n")
+    with pytest.raises(TraceError, match=needle) as caught:
+        read_trace(TraceSource(path), MODELS)
+    assert caught.value.line == 3
+
+
+@pytest.mark.parametrize(
+    ("entry", "needle"),
+    [
+        pytest.param("[" * 100_000 + "]" * 100_000, "nested too deeply", id="deep"),
+        pytest.param('{"timestamp": 1' + "0" * 5000 + "}", "malformed JSON", id="big-int"),
+        pytest.param(
+            '{"timestamp": 0, "input_length": 1e308, "output_length": 1}',
+            "token count above",
+            id="1e308",
+        ),
+    ],
+)
+def test_hostile_jsonl_is_a_file_line_error(tmp_path: Path, entry: str, needle: str) -> None:
+    """Deep nesting, huge integers and absurd numbers in Mooncake JSONL: errors with a line."""
+    good = '{"timestamp": 0, "input_length": 1, "output_length": 1}'
+    path = write(tmp_path, "t.jsonl", good + "\n" + entry + "\n")
+    with pytest.raises(TraceError, match=needle) as caught:
+        read_trace(TraceSource.parse(f"{path}:tinyllama"), MODELS)
+    assert caught.value.line == 2
+
+
+def test_unix_timestamps_are_rebased_with_a_warning(tmp_path: Path) -> None:
+    """A canonical trace in epoch seconds starts at 0, keeps its spacing, and says so."""
+    path = write(
+        tmp_path, "t.csv", HEADER + "1700000000,tinyllama,1,1\n1700000002.5,tinyllama,1,1\n"
+    )
+    loaded = read_trace(TraceSource(path), MODELS)
+    assert loaded.trace.time.tolist() == [0.0, 2.5]
+    assert any("absolute" in w for w in loaded.warnings)
+
+
+def test_a_trace_spanning_more_than_a_month_is_refused(tmp_path: Path) -> None:
+    """Two requests 40 days apart: refused with the span, instead of simulating 40 idle days."""
+    path = write(tmp_path, "t.csv", HEADER + "0,tinyllama,1,1\n3456000,tinyllama,1,1\n")
+    with pytest.raises(TraceError, match=r"spans 40\.0 days"):
+        read_trace(TraceSource(path), MODELS)
+
+
+def test_simulate_on_an_epoch_trace_finishes_quickly(tmp_path: Path) -> None:
+    """`scaler simulate --trace` on epoch timestamps: rebased, a short run, the warning shown."""
+    path = write(
+        tmp_path, "t.csv", HEADER + "".join(f"{1700000000 + i},tinyllama,10,5\n" for i in range(60))
+    )
+    started = time.perf_counter()
+    result = CliRunner().invoke(app, ["simulate", "--trace", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "absolute" in result.output
+    assert time.perf_counter() - started < 30

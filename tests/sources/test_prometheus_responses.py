@@ -7,9 +7,13 @@ tests/integration/test_prometheus_source.py.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -147,3 +151,86 @@ async def test_replica_counts_match_exact_namespace_and_deployment(
         counts = await source.replica_counts([a, b])
     assert (counts["mistral-7b"].current, counts["mistral-7b"].ready) == (3, 2)
     assert (counts["tinyllama"].current, counts["tinyllama"].ready) == (2, 1)
+
+
+async def test_a_trickling_answer_is_cut_at_the_total_deadline_and_recovery_is_at_once(
+    aiohttp_server: StubServer,
+) -> None:
+    """A proxy sending one byte every 0.1 s for 5 s: every query (eight: two engines) fails
+    at the 0.5 s deadline, not per read, and leaves nothing running; the read right after,
+    once Prometheus answers normally, succeeds."""
+    healthy = False
+
+    async def query(request: web.Request) -> web.StreamResponse:
+        if healthy:  # llama.cpp's queries answer for tinyllama, vLLM's find nothing
+            llamacpp = "llamacpp" in request.query.get("query", "")
+            return web.json_response(vector(value("tinyllama", "3")) if llamacpp else vector())
+        response = web.StreamResponse()
+        response.content_type = "application/json"
+        await response.prepare(request)
+        for _ in range(50):
+            await response.write(b" ")
+            await asyncio.sleep(0.1)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/api/v1/query", query)
+    server = await aiohttp_server(app)
+    policies = [make_policy("tinyllama"), make_policy("mistral-7b")]
+    async with PrometheusSource(url=str(server.make_url("")), timeout=0.5) as source:
+        started = time.monotonic()
+        trickled = await source.read(policies)
+        assert time.monotonic() - started < 2
+        assert len(trickled.queries) == 8
+        assert all("timed out" in (q.error or "") for q in trickled.queries)
+        healthy = True
+        recovered = await source.read(policies)
+    assert recovered.models["tinyllama"].signals[Signal.QUEUE_DEPTH] == 3.0
+    assert all(q.error is None for q in recovered.queries)
+
+
+def _many_series(count: int) -> bytes:
+    return json.dumps(vector(*(value(f"m{i}", "1") for i in range(count)))).encode()
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_an_answer_over_the_size_limit_is_a_failed_query(
+    aiohttp_server: StubServer, chunked: bool
+) -> None:
+    """An answer larger than max_response_bytes (declared or streamed) fails its query with
+    an error naming the limit; the other queries are unaffected."""
+    big = _many_series(40_000)  # ~2 MB
+    assert len(big) > 1_000_000
+
+    async def query(request: web.Request) -> web.StreamResponse:
+        if QUEUE not in request.query.get("query", ""):
+            return web.json_response(vector(value("tinyllama", "2")))
+        if not chunked:
+            return web.Response(body=big, content_type="application/json")
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for start in range(0, len(big), 65536):
+            await response.write(big[start : start + 65536])
+        return response
+
+    app = web.Application()
+    app.router.add_get("/api/v1/query", query)
+    server = await aiohttp_server(app)
+    url = str(server.make_url(""))
+    async with PrometheusSource(url=url, max_response_bytes=1_000_000) as source:
+        reading = await source.read([make_policy("tinyllama")])
+    queue = next(q for q in reading.queries if q.signal is Signal.QUEUE_DEPTH)
+    assert "1000000-byte limit" in (queue.error or "")
+    assert reading.models["tinyllama"].signals[Signal.TOKENS_PER_SECOND] == 2.0
+
+
+async def test_an_answer_with_too_many_series_is_a_failed_query(
+    aiohttp_server: StubServer,
+) -> None:
+    """More series than max_series in one answer: that query fails, saying so."""
+    url = await stub(aiohttp_server, {QUEUE: json.loads(_many_series(101))})
+    async with PrometheusSource(url=url, max_series=100) as source:
+        reading = await source.read([make_policy("tinyllama")])
+    queue = next(q for q in reading.queries if q.signal is Signal.QUEUE_DEPTH)
+    assert "101 series, over the limit of 100" in (queue.error or "")
+    assert Signal.QUEUE_DEPTH not in reading.models["tinyllama"].signals
