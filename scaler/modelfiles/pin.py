@@ -61,6 +61,14 @@ class ModelFilePin(BaseModel):
             raise ValueError(f"{value!r} is not a Hub repo id (owner/name)")
         return value
 
+    @field_validator("revision", "sha256", mode="before")
+    @classmethod
+    def _not_a_number(cls, value: object) -> object:
+        # Unquoted YAML turns 000…0 into the integer 0: say what that is, not "not a string".
+        if isinstance(value, int | float):
+            raise ValueError(f"{value!r} is a number, a placeholder: write the hex digits")
+        return value
+
     @field_validator("revision")
     @classmethod
     def _revision(cls, value: str) -> str:
