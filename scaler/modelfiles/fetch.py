@@ -144,6 +144,10 @@ def fetch_model_file(
     staging = models_dir / STAGING_DIR
     staging.mkdir(exist_ok=True)
     part = staging / f"{pin.file}.{pin.sha256[:16]}.part"
+    for stale in staging.glob(f"{pin.file}.*.part"):
+        if stale != part:  # a partial download for an earlier pin of this file: never resumable
+            say(f"{stale}: partial download for another sha256; removed")
+            stale.unlink()
     resumed = part.stat().st_size if part.exists() else 0
     if resumed > pin.size_bytes:  # not a prefix of this file: start over
         part.unlink()

@@ -83,8 +83,11 @@ async def test_a_part_file_left_by_a_killed_run_is_resumed_not_restarted(
     staging.mkdir()
     part = staging / f"{file.name}.{file.sha256[:16]}.part"
     part.write_bytes(CONTENT[:777_777])
+    older = staging / f"{file.name}.{'ab' * 8}.part"  # left by a run for an earlier pin
+    older.write_bytes(b"not this file")
     assert _visible(tmp_path) == []
     result = await _fetch(pin, tmp_path)
+    assert not older.exists()
     assert result.resumed_from == 777_777
     assert result.downloaded_bytes == len(CONTENT) - 777_777
     assert [d.range for d in hub.standin.downloads()] == ["bytes=777777-"]
