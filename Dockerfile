@@ -14,12 +14,13 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY scaler ./scaler
-RUN pip wheel --wheel-dir /wheels .
+# The fetch extra (huggingface_hub): the model-file Jobs run `scaler fetch-model` in this image.
+RUN pip wheel --wheel-dir /wheels ".[fetch]"
 
 FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 COPY --from=builder /wheels /tmp/wheels
-RUN pip install --no-index --find-links /tmp/wheels scaler \
+RUN pip install --no-index --find-links /tmp/wheels "scaler[fetch]" \
     && rm -rf /tmp/wheels \
     && pip uninstall --yes setuptools wheel pip
 # Defaults for a plain `docker run`; in the cluster the policies ConfigMap is mounted here.

@@ -10,6 +10,7 @@ import typer
 from scaler.activator.command import activator_command
 from scaler.dashboards.command import dashboards_command
 from scaler.live.command import serve_command
+from scaler.modelfiles.command import fetch_model_command
 from scaler.policy import check_policies, fatal
 from scaler.simulation.command import bench, simulate, tune
 from scaler.simulation.scenario import is_scenario_file, validate_scenario
@@ -61,6 +62,7 @@ def validate(
 
 app.command("activator")(activator_command)
 app.command("dashboards")(dashboards_command)
+app.command("fetch-model")(fetch_model_command)
 app.command("serve")(serve_command)
 app.command()(simulate)
 app.command()(tune)

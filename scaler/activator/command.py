@@ -183,7 +183,9 @@ def activator_command(
     hold_margin: Annotated[
         float,
         typer.Option(
-            min=0, help="Seconds added to coldStart.seconds × overdueFactor: the hold timeout."
+            min=0,
+            help="Seconds added to the policy's cold-start budget (coldStart.seconds × "
+            "overdueFactor, at least uncachedSeconds): the hold timeout.",
         ),
     ] = HOLD_MARGIN_SECONDS,
     health_interval: Annotated[

@@ -48,11 +48,12 @@ class ModelRoute:
 
 def hold_timeout(policy: ModelPolicy, *, margin_s: float = HOLD_MARGIN_SECONDS) -> float:
     """How long a request may wait for `policy`'s model: the time after which decide() itself
-    counts a starting replica as stuck (``coldStart.seconds × overdueFactor``), plus a margin.
+    counts a starting replica as stuck (``coldStart.seconds × overdueFactor``, at least
+    ``coldStart.uncachedSeconds``: ``ColdStart.overdue_after_seconds``), plus a margin.
 
     Mixtral (60 s × 3 + 30 s) waits 210 s, enough for a cold page cache (107 s measured).
     """
-    return policy.cold_start.seconds * policy.cold_start.overdue_factor + margin_s
+    return policy.cold_start.overdue_after_seconds + margin_s
 
 
 def parse_upstream(text: str) -> tuple[str, URL]:

@@ -86,8 +86,9 @@ def _decide(
         reasons.append(Reason.PARTIAL_DATA)
 
     # 2. Demand per signal, with the tolerance band around the current count.
-    overdue = starting_since is not None and now - starting_since > (
-        policy.cold_start.seconds * policy.cold_start.overdue_factor
+    overdue = (
+        starting_since is not None
+        and now - starting_since > policy.cold_start.overdue_after_seconds
     )
     hold_backlog = starting > 0 and not overdue
     if overdue:

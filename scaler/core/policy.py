@@ -178,13 +178,36 @@ class ScaleDirection(_Strict):
 
 
 class ColdStart(_Strict):
-    """How long a new replica takes to become ready, and how far back the trend is read."""
+    """How long a new replica takes to become ready, and how far back the trend is read.
+
+    ``seconds`` is a usual start: the node's page cache holds the weights (a restart, a wake
+    from zero on a node that served the model before). ``uncachedSeconds`` (optional) is the
+    first start after the file was fetched, or on a node that never loaded it: the weights are
+    read from the volume (Mixtral: 26.4 GB). Which of the two a starting replica is doing is
+    not observable, so decide() gives every start the budget of the slower one.
+    """
 
     seconds: Seconds
     trend_window_seconds: Seconds = 60.0
-    # A starting replica older than seconds * overdueFactor is considered stuck: scale-up holds
+    # A starting replica older than overdue_after_seconds is considered stuck: scale-up holds
     # for starting replicas are lifted so a broken pod cannot block capacity forever.
     overdue_factor: Annotated[float, Field(ge=1, le=100, allow_inf_nan=False)] = 3.0
+    uncached_seconds: Seconds | None = None
+
+    @model_validator(mode="after")
+    def _uncached_not_faster(self) -> ColdStart:
+        if self.uncached_seconds is not None and self.uncached_seconds < self.seconds:
+            raise ValueError(
+                f"uncachedSeconds ({self.uncached_seconds}) is below seconds ({self.seconds}):"
+                " reading the weights from the volume is not faster than from the page cache"
+            )
+        return self
+
+    @property
+    def overdue_after_seconds(self) -> float:
+        """When a start counts as stuck: seconds x overdueFactor, and never before a first
+        (uncached) start could have finished."""
+        return max(self.seconds * self.overdue_factor, self.uncached_seconds or 0.0)
 
 
 class ScaleToZero(_Strict):

@@ -10,7 +10,13 @@ What it models, and why:
   (no memory taken) and its waiting time is counted as unplaceable seconds; pending pods are
   retried, oldest first, whenever memory is freed or pods are created.
 - A placed pod loads the model for its cold-start time (drawn from the model profile),
-  then it is Ready and takes requests.
+  then it is Ready and takes requests. With an ``uncachedColdStart`` profile, the first pod
+  of a model placed on a node draws from that one instead: the node's page cache does not
+  hold the file yet (it was just fetched, or this node never loaded it), so the weights are
+  read from the volume. Later pods of the model on that node start warm, also after a
+  scale to zero, as long as the run lasts: page-cache eviction under memory pressure is not
+  modelled (optimistic for a node full of other models). Pods running at t=0 mark their
+  nodes as holding their model.
 - Scaling down removes pods in the ReplicaSet's order: Pending first, then starting ones
   (newest first), then Ready ones (fewest busy slots, then newest). A Ready pod with
   requests in flight leaves the endpoints at once but finishes them before it is gone and
@@ -50,6 +56,7 @@ class PodTemplate:
     max_per_node: int
     slots: int
     cold_start: ColdStartProfile
+    uncached_cold_start: ColdStartProfile | None = None  # first start on a node after a fetch
 
 
 @dataclass(slots=True, eq=False)
@@ -67,6 +74,7 @@ class VirtualPod:
     ended_at: float = math.nan
     busy: int = 0
     warm: bool = False  # running before the simulation began: no cold start
+    uncached: bool = False  # its start read the weights from the volume (first on its node)
     # Requests on this pod: request index -> (decode start, stream rate tokens/s, output tokens).
     running: dict[int, tuple[float, float, int]] = field(default_factory=dict)
 
@@ -88,6 +96,9 @@ class VirtualCluster:
         self.spec = [0] * len(self.templates)
         self.ready = [0] * len(self.templates)  # READY pods per model (kept in sync)
         self._pending: list[VirtualPod] = []  # scheduler queue, oldest first
+        # Per node: the models whose file its page cache holds (a pod of it was placed there;
+        # one removed while loading counts too: it had read most of the file).
+        self.cached: list[set[int]] = [set() for _ in self.nodes]
         self._rng = rng
         self._next_id = 0
 
@@ -155,7 +166,11 @@ class VirtualCluster:
             pod.node = node
             pod.phase = PodPhase.STARTING
             pod.placed_at = now
-            pod.ready_at = now + template.cold_start.draw(self._rng)
+            profile = template.cold_start
+            if template.uncached_cold_start is not None and pod.model not in self.cached[node]:
+                profile, pod.uncached = template.uncached_cold_start, True
+            self.cached[node].add(pod.model)
+            pod.ready_at = now + profile.draw(self._rng)
             placed.append(pod)
         return placed
 
@@ -196,6 +211,7 @@ class VirtualCluster:
                 if pod.phase == PodPhase.STARTING:
                     pod.ready_at = now
                     pod.warm = True
+                    pod.uncached = False
                     self.mark_ready(pod)
 
     # --- views -----------------------------------------------------------------------------

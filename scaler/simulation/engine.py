@@ -185,6 +185,7 @@ class Simulation:
                     policy.placement.max_per_node,
                     profile.slots,
                     profile.cold_start,
+                    profile.uncached_cold_start,
                 )
             )
             runtimes.append(

@@ -65,7 +65,7 @@ class Oracle:
                 trace.prompt[mine] / profile.prefill_tokens_per_second + trace.output[mine] / stream
             )
             need = _needed_per_bin(arrival, arrival + service, interval, bins, profile.slots)
-            lead = math.ceil((profile.cold_start.worst_seconds + interval) / interval) + 1
+            lead = math.ceil((profile.worst_cold_start_seconds + interval) / interval) + 1
             padded = np.concatenate([need, np.zeros(lead - 1, dtype=np.int64)])
             ahead = np.lib.stride_tricks.sliding_window_view(padded, lead).max(axis=1)
             self._plan[name] = ahead.astype(np.int64)

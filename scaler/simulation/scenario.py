@@ -108,6 +108,18 @@ class ModelProfile(_Strict):
     decode_slowdown_per_stream: NonNegativeFloat = 0.0
     memory_gib: PositiveFloat | None = Field(default=None, alias="memoryGiB")
     cold_start: ColdStartProfile
+    # The first start of the model on a node since its file was fetched: the weights come from
+    # the volume, not the node's page cache (26.4 GB for Mixtral). Unset: every start is
+    # `cold_start`. See VirtualCluster for which starts count as first.
+    uncached_cold_start: ColdStartProfile | None = None
+
+    @property
+    def worst_cold_start_seconds(self) -> float:
+        """The longest any start can take, first or warm (what the oracle plans with)."""
+        worst = self.cold_start.worst_seconds
+        if self.uncached_cold_start is not None:
+            worst = max(worst, self.uncached_cold_start.worst_seconds)
+        return worst
 
 
 class TraceTraffic(_Strict):

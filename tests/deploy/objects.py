@@ -47,11 +47,13 @@ class SourcedObject:
 
 
 def manifest_files() -> list[Path]:
-    """Every YAML file under manifests/ that holds Kubernetes objects (policy copies excluded)."""
+    """Every YAML file under manifests/ that holds Kubernetes objects (policy copies and
+    model-file pins excluded: kustomize turns those into ConfigMaps)."""
     return sorted(
         path
         for path in MANIFESTS.rglob("*.yaml")
-        if path.name not in NOT_OBJECTS and "policies" not in path.relative_to(MANIFESTS).parts
+        if path.name not in NOT_OBJECTS
+        and not {"policies", "pins"} & set(path.relative_to(MANIFESTS).parts)
     )
 
 

@@ -29,7 +29,9 @@ def _ids(objects: tuple[Obj, ...]) -> Counter[tuple[str, str, str]]:
     )
 
 
-@pytest.mark.parametrize("directory", [".", "base", "workloads", "monitoring", "flux"])
+@pytest.mark.parametrize(
+    "directory", [".", "base", "workloads", "monitoring", "flux", "model-files"]
+)
 def test_directory_builds_without_duplicates(directory: str) -> None:
     """Each kustomization builds, and no object appears twice."""
     objects = kustomize_build(directory)
@@ -38,14 +40,17 @@ def test_directory_builds_without_duplicates(directory: str) -> None:
 
 
 def test_flux_layout_installs_the_same_objects_as_the_plain_one_except_the_workloads() -> None:
-    """Flux = plain manifests with the Deployments and Services replaced by HelmReleases."""
-    plain = set(_ids(kustomize_build(".")))
+    """Flux = the plain manifests plus model-files/, with the Deployments, Services and fetch
+    Jobs replaced by HelmReleases (one per Deployment, one per Job)."""
+    plain = set(_ids(kustomize_build("."))) | set(_ids(kustomize_build("model-files")))
     flux = set(_ids(kustomize_build("flux")))
-    workloads = set(_ids(kustomize_build("workloads")))
+    jobs = {key for key in _ids(kustomize_build("model-files")) if key[0] == "Job"}
+    workloads = set(_ids(kustomize_build("workloads"))) | jobs
     releases = {key for key in flux if key[0] in ("HelmRelease", "OCIRepository")}
     assert plain - workloads == flux - releases
     released = {(ns, name) for kind, ns, name in releases if kind == "HelmRelease"}
-    assert {(ns, name) for kind, ns, name in workloads if kind == "Deployment"} == released
+    run = {(ns, name) for kind, ns, name in workloads if kind in ("Deployment", "Job")}
+    assert run == released
 
 
 def test_policies_copy_is_in_sync_with_the_repository_policies() -> None:

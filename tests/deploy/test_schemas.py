@@ -52,10 +52,15 @@ def test_plain_manifests_validate_strictly(version: str) -> None:
 
 @pytest.mark.skipif(kubectl() is None, reason="kubectl not installed: no kustomize build")
 @pytest.mark.parametrize("version", VERSIONS)
-def test_kustomize_output_validates_strictly(version: str) -> None:
-    """What `kubectl kustomize manifests/` builds (generated ConfigMaps included) is valid.
-    (manifests/flux builds the same objects but the workloads, plus CRDs only.)"""
-    objects = [(f"build: {o['kind']}/{o['metadata']['name']}", o) for o in kustomize_build(".")]
+@pytest.mark.parametrize("directory", [".", "model-files"])
+def test_kustomize_output_validates_strictly(directory: str, version: str) -> None:
+    """What `kubectl kustomize manifests/` and `manifests/model-files` build (generated
+    ConfigMaps included) is valid. (manifests/flux builds the same objects but the workloads
+    and the fetch Jobs, plus CRDs only.)"""
+    objects = [
+        (f"build {directory}: {o['kind']}/{o['metadata']['name']}", o)
+        for o in kustomize_build(directory)
+    ]
     assert _validate_all(objects, version) == []
 
 
@@ -133,6 +138,17 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
             "required": ["interval", "chartRef", "values"],
             "properties": {
                 "interval": _DURATION,
+                "timeout": _DURATION,
+                "dependsOn": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {"name": _STR, "namespace": _STR},
+                        "additionalProperties": False,
+                    },
+                },
                 "chartRef": {
                     "type": "object",
                     "required": ["kind", "name"],
@@ -147,7 +163,7 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
                 "upgrade": {"type": "object"},
                 "values": {
                     "type": "object",
-                    "required": ["controllers", "service"],
+                    "required": ["controllers"],  # a Job release has no Service
                     "properties": {
                         "global": {"type": "object"},
                         "controllers": {"type": "object", "minProperties": 1},
