@@ -41,6 +41,15 @@ PROMETHEUS_QUERIES: Final = "scaler_prometheus_queries_total"  # counter {signal
 API_REQUEST_DURATION: Final = "scaler_api_request_duration_seconds"  # histogram {path, code}
 LEADER: Final = "scaler_leader"  # gauge: 1 while this replica holds the lease
 SCALE_WRITES: Final = "scaler_scale_writes_total"  # counter {model, result}
+# SLO sizing (policies with a sizing section); absent for a model whose last decision was not
+# sized (no request rate, or a targets-only policy).
+SIZED_REPLICAS: Final = "scaler_sized_replicas"  # gauge {model}: what the queueing model asks
+SERVICE_SECONDS: Final = "scaler_service_seconds"  # gauge {model}: calibrated mean service time
+ARRIVAL_RATE: Final = "scaler_arrival_rate"  # gauge {model}: requests/s sized for
+PREDICTED_WAIT: Final = "scaler_predicted_wait_seconds"  # gauge {model}: at the SLO percentile
+PREDICTED_OVERFLOW: Final = "scaler_predicted_overflow_ratio"  # gauge {model}: P(slots overrun)
+SLO_WAIT: Final = "scaler_slo_wait_seconds"  # gauge {model}: the policy's slo.queueWaitSeconds
+KEEP_ALIVE: Final = "scaler_keep_alive_seconds"  # gauge {model}: idle time before zero
 
 # --- Activator self-metrics.
 ACTIVATOR_PENDING: Final = "scaler_activator_pending_requests"  # gauge {model}: held now

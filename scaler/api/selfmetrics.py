@@ -9,6 +9,7 @@ per-route guard calls ``observe_api_request``; ``/metrics`` renders ``exposition
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -118,6 +119,22 @@ class SelfMetrics:
             ["model", "result"],
             registry=r,
         )
+        self._sizing = {
+            metric: Gauge(metric, help_text, ["model"], registry=r)
+            for metric, help_text in (
+                (names.SIZED_REPLICAS, "Replicas the SLO queueing model asks for."),
+                (names.SERVICE_SECONDS, "Calibrated mean service time of a request."),
+                (names.ARRIVAL_RATE, "Arrival rate the model is sized for (requests/s)."),
+                (names.PREDICTED_WAIT, "Predicted queue wait at the SLO percentile."),
+                (names.PREDICTED_OVERFLOW, "Predicted chance the slots overrun in a reaction."),
+            )
+        }
+        self._slo_wait = Gauge(
+            names.SLO_WAIT, "The policy's queue-wait SLO threshold.", ["model"], registry=r
+        )
+        self._keep_alive = Gauge(
+            names.KEEP_ALIVE, "Idle time after which the model goes to zero.", ["model"], registry=r
+        )
         self._leader.set(0)
         self._api_children: dict[tuple[str, int], Histogram] = {}
 
@@ -144,6 +161,32 @@ class SelfMetrics:
             self._target.labels(model, signal.value).set(target)
         for reason in decision.reasons:
             self._decisions.labels(model, reason.value).inc()
+        self._slo_wait.labels(model).set(policy.slo.queue_wait_seconds)
+        sizing = decision.sizing
+        values = (
+            {}
+            if sizing is None
+            else {
+                names.SIZED_REPLICAS: float(sizing.replicas),
+                names.SERVICE_SECONDS: sizing.service_seconds,
+                names.ARRIVAL_RATE: sizing.arrival_rate,
+                names.PREDICTED_WAIT: sizing.predicted_wait_s,
+                names.PREDICTED_OVERFLOW: sizing.predicted_miss,
+            }
+        )
+        for metric, gauge in self._sizing.items():
+            value = values.get(metric)
+            if value is None or not math.isfinite(value):
+                # Not sized now (or an overloaded, endless wait): absent, never a stale value.
+                with contextlib.suppress(KeyError):
+                    gauge.remove(model)
+            else:
+                gauge.labels(model).set(value)
+        if decision.keep_alive_s is None:
+            with contextlib.suppress(KeyError):
+                self._keep_alive.remove(model)
+        else:
+            self._keep_alive.labels(model).set(decision.keep_alive_s)
 
     def observe_query(self, signal: str, duration_seconds: float, error: bool) -> None:
         """Count one Prometheus query for `signal`, its latency, and whether it failed."""

@@ -89,6 +89,69 @@ def _signal_row(dashboard: Dashboard) -> Dashboard:
     return dashboard
 
 
+def _sizing_row(dashboard: Dashboard) -> Dashboard:
+    m = MODEL_MATCHER
+    dashboard = dashboard.with_row(Row("SLO sizing (queueing model)"))
+    panels = [
+        graph(
+            "Sized replicas",
+            [
+                Query(q.model_gauge(names.SIZED_REPLICAS, m), "queueing model"),
+                Query(q.model_gauge(names.DESIRED_REPLICAS, m), "desired"),
+            ],
+            description="The fewest replicas whose slots hold the requests expected one "
+            "reaction time (detection + cold start) ahead, but for the SLO's miss ratio; "
+            "desired follows it after windows, steps and bounds. Absent when a decision was "
+            "not sized (no request rate: the per-replica targets decide).",
+            width=8,
+        ),
+        graph(
+            "Predicted queue wait at the SLO percentile",
+            [
+                Query(q.model_gauge(names.PREDICTED_WAIT, m), "predicted (steady state)"),
+                Query(q.model_gauge(names.SLO_WAIT, m), "SLO threshold"),
+            ],
+            unit="s",
+            description="Erlang C wait with the desired replicas at the measured rate and "
+            "service time; above the threshold the model is short of replicas.",
+            width=8,
+        ),
+        graph(
+            "Calibrated profile",
+            [
+                Query(q.model_gauge(names.SERVICE_SECONDS, m), "service time (s)"),
+                Query(q.model_gauge(names.KEEP_ALIVE, m), "keep-alive (s, on-demand)"),
+            ],
+            unit="s",
+            description="Mean time a request holds a slot, by Little's law from in-flight "
+            "requests and the request rate, shrunk towards the policy's prior; the idle time "
+            "after which an on-demand model goes to zero (from its observed idle gaps).",
+            width=8,
+        ),
+        graph(
+            "Arrival rate sized for",
+            [
+                Query(q.model_gauge(names.ARRIVAL_RATE, m), "sized for"),
+                Query(q.signal_value(Signal.REQUEST_RATE, m), "1 m rate"),
+            ],
+            unit="reqps",
+            description="The long-run rate, or what a burst in the 1 m window proves beyond it.",
+            width=12,
+        ),
+        graph(
+            "Predicted overflow",
+            [Query(q.model_gauge(names.PREDICTED_OVERFLOW, m), "P(slots overrun)")],
+            unit="percentunit",
+            description="Chance that the requests one reaction time ahead overrun the desired "
+            "replicas' slots (the policy allows 1 - slo.percentile / 100).",
+            width=12,
+        ),
+    ]
+    for panel in panels:
+        dashboard = dashboard.with_panel(panel)
+    return dashboard
+
+
 def _cold_start_row(dashboard: Dashboard) -> Dashboard:
     m = MODEL_MATCHER
     dashboard = dashboard.with_row(Row("Cold starts and data"))
@@ -168,6 +231,6 @@ def build() -> DashboardModel:
         .with_variable(datasource_variable())
         .with_variable(model_variable(names.DESIRED_REPLICAS, multi=False))
     )
-    for row in (_decision_row, _signal_row, _cold_start_row, _activator_row):
+    for row in (_decision_row, _sizing_row, _signal_row, _cold_start_row, _activator_row):
         dashboard = row(dashboard)
     return dashboard.build()

@@ -20,6 +20,10 @@ computed from the simulated run:
   placement cap, and its writes to the scale subresource (``result="ok"``): the zero
   crossings, which scaler writes itself (the HPA owns 1..N); other policies have no decision
   record, and their desired replicas are the ``spec.replicas`` they wrote;
+- for the ``scaler`` policy the SLO sizing of each decision (sized replicas, calibrated
+  service time, arrival rate sized for, predicted wait and overflow, absent while a decision
+  was not sized or the wait is endless), the policy's SLO threshold, and the keep-alive of
+  on-demand models;
 - when the request path holds requests at zero Ready pods (``scaler``, ``kpa``, ``oracle``),
   the activator's series, as if every request passed the activator: pending requests (the
   queue while no replica was Ready), the wait histogram (arrival to start of the requests
@@ -75,6 +79,13 @@ _HELP = {
     metric_names.LAST_TICK: "Unix time of the last control tick (simulated).",
     metric_names.LEADER: "1: the one simulated autoscaler is the leader.",
     metric_names.SCALE_WRITES: "Zero-crossing writes to the scale subresource (simulated).",
+    metric_names.SIZED_REPLICAS: "Replicas the SLO queueing model asked for (simulated).",
+    metric_names.SERVICE_SECONDS: "Calibrated mean service time of a request (simulated).",
+    metric_names.ARRIVAL_RATE: "Arrival rate the model was sized for (simulated).",
+    metric_names.PREDICTED_WAIT: "Predicted queue wait at the SLO percentile (simulated).",
+    metric_names.PREDICTED_OVERFLOW: "Predicted chance the slots overrun (simulated).",
+    metric_names.SLO_WAIT: "The policy's queue-wait SLO threshold.",
+    metric_names.KEEP_ALIVE: "Idle time after which the model goes to zero (simulated).",
     metric_names.ACTIVATOR_PENDING: "Requests held while no replica was ready (simulated).",
     metric_names.ACTIVATOR_WAIT: "Seconds a held request waited before it was forwarded.",
     metric_names.ACTIVATOR_FORWARDED: "Requests forwarded to a model server (simulated).",
@@ -184,6 +195,41 @@ def render(result: SimulationResult) -> str:
         (
             (_labels(model=name), _finite(times, caps[m]))
             for m, name in enumerate(result.models)
+            if by_model[m]
+        ),
+    )
+    sized: dict[str, Callable[[Decision], float]] = {
+        metric_names.SIZED_REPLICAS: lambda d: math.nan if d.sizing is None else d.sizing.replicas,
+        metric_names.SERVICE_SECONDS: lambda d: (
+            math.nan if d.sizing is None else d.sizing.service_seconds
+        ),
+        metric_names.ARRIVAL_RATE: lambda d: (
+            math.nan if d.sizing is None else d.sizing.arrival_rate
+        ),
+        metric_names.PREDICTED_WAIT: lambda d: (
+            math.nan if d.sizing is None else d.sizing.predicted_wait_s
+        ),
+        metric_names.PREDICTED_OVERFLOW: lambda d: (
+            math.nan if d.sizing is None else d.sizing.predicted_miss
+        ),
+        metric_names.KEEP_ALIVE: lambda d: math.nan if d.keep_alive_s is None else d.keep_alive_s,
+    }
+    for metric, value_of in sized.items():
+        out.family(
+            metric,
+            "gauge",
+            (
+                (_labels(model=name), _finite(times, _latest(times, by_model[m], value_of)))
+                for m, name in enumerate(result.models)
+                if by_model[m]
+            ),
+        )
+    out.family(
+        metric_names.SLO_WAIT,
+        "gauge",
+        (
+            (_labels(model=policy.model), ((t, policy.slo.queue_wait_seconds) for t in times))
+            for m, policy in enumerate(result.policies)
             if by_model[m]
         ),
     )

@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from scaler.api import metric_names as names
 from scaler.api.selfmetrics import Health, SelfMetrics
 from scaler.core import Reason, Signal
+from scaler.core.sizing import Sizing
 from tests.api.conftest import make_decision
 from tests.builders import make_policy
 
@@ -102,3 +103,36 @@ def test_health_becomes_ready_once_marked() -> None:
     assert not health.ready
     health.mark_ready()
     assert health.ready
+
+
+def test_sizing_is_exported_and_absent_once_a_decision_is_not_sized() -> None:
+    """A sized decision exports the queueing model's view; the next, unsized one removes it
+    (a stale service time or prediction would read as current); an endless wait is absent."""
+    metrics = SelfMetrics()
+    sizing = Sizing(
+        replicas=2,
+        arrival_rate=0.05,
+        service_seconds=48.0,
+        load=2.4,
+        predicted_wait_s=3.5,
+        predicted_miss=0.002,
+    )
+    sized = dataclasses.replace(make_decision(desired=2), sizing=sizing, keep_alive_s=120.0)
+    policy = make_policy("mistral-7b")
+    metrics.observe_decision(sized, policy)
+    got = samples(metrics)
+    model = (("model", "mistral-7b"),)
+    assert got[(names.SIZED_REPLICAS, model)] == 2
+    assert got[(names.SERVICE_SECONDS, model)] == 48.0
+    assert got[(names.ARRIVAL_RATE, model)] == 0.05
+    assert got[(names.PREDICTED_WAIT, model)] == 3.5
+    assert got[(names.PREDICTED_OVERFLOW, model)] == 0.002
+    assert got[(names.SLO_WAIT, model)] == policy.slo.queue_wait_seconds
+    assert got[(names.KEEP_ALIVE, model)] == 120.0
+    endless = dataclasses.replace(sizing, predicted_wait_s=float("inf"))
+    metrics.observe_decision(dataclasses.replace(sized, sizing=endless), policy)
+    assert (names.PREDICTED_WAIT, model) not in samples(metrics)
+    metrics.observe_decision(make_decision(desired=2), policy)
+    after = samples(metrics)
+    for name in (names.SIZED_REPLICAS, names.SERVICE_SECONDS, names.KEEP_ALIVE):
+        assert (name, model) not in after
