@@ -20,6 +20,8 @@ also the upper bound (the operator's cap on paying for an idle model).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 MIN_GAPS = 5
 """Gaps needed before the observed distribution replaces ``idleSeconds``."""
 
@@ -33,6 +35,9 @@ def remember_gap(gaps: tuple[float, ...], gap: float) -> tuple[float, ...]:
     return kept[-MAX_GAPS:] if len(kept) > MAX_GAPS else kept
 
 
+# Pure, and its inputs change only when a gap ends: every idle tick of an on-demand model
+# asks again with the same gaps.
+@lru_cache(maxsize=4096)
 def keep_alive_seconds(
     gaps: tuple[float, ...], *, restart_cost_s: float, prior_s: float, floor_s: float
 ) -> float:

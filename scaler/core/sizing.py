@@ -112,47 +112,60 @@ def poisson_above(count: int, mean: float) -> float:
 
 
 def count_above(count: int, survivors: float, arrivals: float, dispersion: float) -> float:
-    """P(S + A > `count`) for S Poisson(`survivors`) and A the arrivals' count, mean
-    `arrivals`, Poisson when `dispersion` <= 1, else negative binomial with `dispersion`
-    times the Poisson variance (a Poisson whose rate itself varies: bursty traffic) (pure)."""
-    if count < 0:
-        return 1.0
-    size = count + 1
-    first = _poisson_pmf(survivors, size)
-    second = (
-        _poisson_pmf(arrivals, size)
-        if dispersion <= 1.0 + 1e-9
-        else _negative_binomial_pmf(arrivals, dispersion, size)
-    )
-    below = sum(first[i] * second[j] for i in range(size) for j in range(size - i))
-    return min(1.0, max(0.0, 1.0 - below))
+    """P(S + A > `count`) for S Poisson(`survivors`) and A the arrivals' count with mean
+    `arrivals` and `dispersion` times the Poisson variance (pure).
+
+    The sum is taken as one count with the sum's mean and variance: Poisson when it is not
+    overdispersed, else negative binomial (a Poisson whose rate itself varies: bursty
+    traffic)."""
+    return _CountTail(survivors, arrivals, dispersion).above(count)
 
 
-def _poisson_pmf(mean: float, size: int) -> list[float]:
-    """P(X = k) for k < `size`, X Poisson(`mean`)."""
-    if mean <= 0.0:
-        return [1.0] + [0.0] * (size - 1)
-    term = math.exp(-mean)
-    out = [term]
-    for k in range(1, size):
-        term *= mean / k
-        out.append(term)
-    return out
+class _CountTail:
+    """P(X > k) for the count of `count_above`, for non-decreasing k: one pass over the pmf
+    however many k are asked (the sizing asks for one per replica count)."""
 
+    __slots__ = ("_below", "_end", "_fail", "_k", "_mean", "_shape", "_term")
 
-def _negative_binomial_pmf(mean: float, dispersion: float, size: int) -> list[float]:
-    """P(X = k) for k < `size`, X negative binomial with `mean` and variance
-    ``dispersion × mean`` (shape r = mean / (dispersion - 1), success p = 1 / dispersion)."""
-    if mean <= 0.0:
-        return [1.0] + [0.0] * (size - 1)
-    shape = mean / (dispersion - 1.0)
-    fail = 1.0 - 1.0 / dispersion
-    term = math.exp(shape * math.log(1.0 / dispersion))
-    out = [term]
-    for k in range(size - 1):
-        term *= (k + shape) / (k + 1) * fail
-        out.append(term)
-    return out
+    def __init__(self, survivors: float, arrivals: float, dispersion: float) -> None:
+        mean = survivors + arrivals
+        variance = survivors + max(1.0, dispersion) * arrivals
+        ratio = variance / mean if mean > 0.0 else 1.0
+        self._mean = mean
+        if ratio <= 1.0 + 1e-9:
+            self._shape = 0.0  # Poisson
+            self._fail = 0.0
+            self._term = math.exp(-mean)
+        else:  # negative binomial with this variance-to-mean ratio
+            self._shape = mean / (ratio - 1.0)
+            self._fail = 1.0 - 1.0 / ratio
+            self._term = math.exp(-self._shape * math.log(ratio))
+        # Past twelve standard deviations above the mean nothing is left to count.
+        self._end = mean + 12.0 * math.sqrt(variance) + 30.0
+        self._k = 0
+        self._below = self._term
+
+    def above(self, count: int) -> float:
+        """P(X > `count`); `count` never below the one asked before."""
+        if count < 0:
+            return 1.0
+        if self._mean <= 0.0 or count > self._end:
+            return 0.0
+        k, term, below = self._k, self._term, self._below
+        if self._shape == 0.0:
+            mean = self._mean
+            while k < count:
+                k += 1
+                term *= mean / k
+                below += term
+        else:
+            shape, fail = self._shape, self._fail
+            while k < count:
+                term *= (k + shape) / (k + 1) * fail
+                k += 1
+                below += term
+        self._k, self._term, self._below = k, term, below
+        return min(1.0, max(0.0, 1.0 - below))
 
 
 def size_for_slo(
@@ -190,14 +203,12 @@ def size_for_slo(
     arrivals = load * (1.0 - survive)
     per_replica = slots * (1.0 + wait_s / service_seconds)
 
-    def overflow(replicas: int) -> float:
-        return count_above(math.floor(replicas * per_replica), survivors, arrivals, dispersion)
-
-    replicas = 1
-    tail = overflow(replicas)
+    counts = _CountTail(survivors, arrivals, dispersion)
+    replicas = 1  # the fewest replicas whose slots the count overruns rarely enough
+    tail = counts.above(math.floor(per_replica))
     while tail > miss and replicas < limit:
         replicas += 1
-        tail = overflow(replicas)
+        tail = counts.above(math.floor(replicas * per_replica))
     return Sizing(
         replicas=replicas,
         arrival_rate=arrival_rate,
