@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +19,7 @@ from scaler.api import metric_names as names
 from scaler.api.selector import MAX_SELECTOR_LENGTH
 from scaler.api.server import serve_api
 from scaler.core import Signal
+from scaler.core.sizing import Sizing
 from tests.api.conftest import MODELS, STALENESS, START, Wiring, make_decision
 
 Client = TestClient[web.Request, web.Application]
@@ -281,6 +284,38 @@ async def test_debug_decisions_lists_recent_decisions(client: Client) -> None:
     body = await json_of(client, "/debug/decisions?limit=2")
     assert [d["model"] for d in body["decisions"]] == ["mixtral-8x7b", "deepseek-coder"]
     assert body["decisions"][0]["reasons"] == ["Demand"]
+
+
+async def test_debug_decisions_show_the_calibrated_profile_and_predicted_wait(
+    wiring: Wiring, client: Client
+) -> None:
+    """A sized decision carries the queueing model's view: calibrated service time, the rate
+    sized for, the predicted wait (null when endless) and the keep-alive."""
+    sizing = Sizing(
+        replicas=3,
+        arrival_rate=0.2,
+        service_seconds=44.5,
+        load=8.9,
+        predicted_wait_s=math.inf,
+        predicted_miss=0.004,
+        dispersion=1.6,
+    )
+    decision = dataclasses.replace(
+        make_decision("mixtral-8x7b", time=START + 1), sizing=sizing, keep_alive_s=95.0
+    )
+    wiring.store.publish(decision)
+    body = await json_of(client, "/debug/decisions?limit=1")
+    (newest,) = body["decisions"]
+    assert newest["keepAliveSeconds"] == 95.0
+    assert newest["sizing"] == {
+        "replicas": 3,
+        "arrivalRate": 0.2,
+        "serviceSeconds": 44.5,
+        "load": 8.9,
+        "predictedWaitSeconds": None,
+        "predictedMissRatio": 0.004,
+        "arrivalDispersion": 1.6,
+    }
 
 
 @pytest.mark.parametrize("limit", ["abc", "-1"])
