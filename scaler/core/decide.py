@@ -131,6 +131,7 @@ def _decide(
             service.arrival_scv(rule.rate_window_seconds, rule.calibration_seconds),
             rule.service_cv,
         )
+        proven = service.mean_busy() / seconds  # see below; before this tick's reading too
         busy = max(0.0, inflight - signals.get(Signal.QUEUE_DEPTH, 0.0))
         service = service.observe(
             rate=rate,
@@ -141,6 +142,11 @@ def _decide(
             window_s=rule.rate_window_seconds,
         )
         rate = arrival_rate(rate, rule.rate_window_seconds, service.mean_rate())
+        # Little's law the other way round: the long-run busy slots prove a throughput of
+        # busy / S. It keeps the sizing honest where the request counter under-counts or
+        # reads 0 (llama.cpp has none: its rate is the activator's, and requests that
+        # bypass the activator are not in it); where the counter is right it is the same.
+        rate = max(rate, proven)
         # While replicas start, the requests in the system are what they come to serve:
         # their queue is not projected forward again (that cascades: 2 -> 4 -> 8), only the
         # arrivals are. Every request present still needs a slot: the floor asks for the

@@ -304,6 +304,10 @@ class ServiceEstimate:
         variance = self.count_sq / self.weight - mean * mean
         return min(20.0, max(0.5, variance / mean))
 
+    def mean_busy(self) -> float:
+        """The busy slots averaged over the calibration horizon (0 before any span)."""
+        return self.busy / self.weight if self.weight > 0.0 else 0.0
+
     def mean_rate(self) -> float | None:
         """The arrival rate over the rate horizon, None before any span was observed."""
         return self.level / self.level_weight if self.level_weight > 0.0 else None

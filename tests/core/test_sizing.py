@@ -224,3 +224,21 @@ def test_on_demand_model_keeps_alive_through_pauses_then_goes_to_zero() -> None:
     assert zero.keep_alive_s is not None
     assert zero.keep_alive_s < 900.0
     assert zero.time < session_starts[-1] + 600.0 + 900.0
+
+
+def test_a_request_counter_reading_zero_does_not_hide_the_load() -> None:
+    """llama.cpp has no request counter: a model whose requests bypass the activator reads a
+    rate of 0 while its slots are busy. Little's law on the busy slots (busy / S) stands in,
+    so it is sized as if the counter were right."""
+    policy = make_policy("tinyllama")  # 4 slots, 10 s prior service time
+
+    def load(rate: float) -> dict[Signal, float]:
+        return signals(inflight=3.5, rate=rate)
+
+    blind = Driver(policy, lambda _t: load(0.0), current=1)
+    seeing = Driver(policy, lambda _t: load(0.35), current=1)  # 3.5 busy / 10 s
+    blind.run(until=1800.0)
+    seeing.run(until=1800.0)
+    assert blind.decisions[-1].sizing is not None
+    assert blind.decisions[-1].sizing.arrival_rate == pytest.approx(0.35, rel=0.05)
+    assert blind.current == seeing.current == 2
