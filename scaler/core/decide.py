@@ -34,7 +34,7 @@ from scaler.core.keepalive import keep_alive_seconds, remember_gap
 from scaler.core.placement import Occupancy
 from scaler.core.policy import FallbackMode, ModelPolicy
 from scaler.core.signals import Signal
-from scaler.core.sizing import Sizing, arrival_rate, size_for_slo, variability
+from scaler.core.sizing import Sizing, arrival_rate, size_for_slo
 from scaler.core.types import ClusterState, Decision, ModelState, Observation, Reason
 
 # Float noise guard: 4.0000000001 / 2 must still be 2 replicas, not 3.
@@ -121,17 +121,17 @@ def _decide(
         inflight = signals[Signal.INFLIGHT_REQUESTS]
         # The profile (service time, burstiness) comes from the state as it was before this
         # tick: a reading cannot lower its own estimate, so more load never sizes smaller.
-        seconds = service.service_seconds(
-            rule.service_seconds, rule.prior_requests, rule.calibration_seconds
+        # The dispersion is how much wider than Poisson the count of arrivals runs:
+        # Allen–Cunneen's (ca² + cs²) / 2 from the measured index of dispersion (the raw
+        # index buys more headroom than it saves misses on the bench suite). `proven`: see
+        # below.
+        seconds, dispersion, proven = service.profile(
+            prior_s=rule.service_seconds,
+            prior_requests=rule.prior_requests,
+            horizon=rule.calibration_seconds,
+            window_s=rule.rate_window_seconds,
+            service_cv=rule.service_cv,
         )
-        # How much wider than Poisson the count of arrivals runs: Allen–Cunneen's
-        # (ca² + cs²) / 2 from the measured index of dispersion. The raw index of dispersion
-        # buys more headroom than it saves misses on the bench suite (scaler bench).
-        dispersion = variability(
-            service.arrival_scv(rule.rate_window_seconds, rule.calibration_seconds),
-            rule.service_cv,
-        )
-        proven = service.mean_busy() / seconds  # see below; before this tick's reading too
         busy = max(0.0, inflight - signals.get(Signal.QUEUE_DEPTH, 0.0))
         service = service.observe(
             rate=rate,

@@ -304,6 +304,22 @@ class ServiceEstimate:
         variance = self.count_sq / self.weight - mean * mean
         return min(20.0, max(0.5, variance / mean))
 
+    def profile(
+        self,
+        *,
+        prior_s: float,
+        prior_requests: float,
+        horizon: float,
+        window_s: float,
+        service_cv: float,
+    ) -> tuple[float, float, float]:
+        """(mean service time, the arrivals' count dispersion, the throughput the busy slots
+        prove) in one call: `service_seconds`, ``variability(arrival_scv, service_cv)`` and
+        ``mean_busy / service time`` (the decision's hot path asks for the three together)."""
+        seconds = self.service_seconds(prior_s, prior_requests, horizon)
+        dispersion = variability(self.arrival_scv(window_s, horizon), service_cv)
+        return seconds, dispersion, self.mean_busy() / seconds
+
     def mean_busy(self) -> float:
         """The busy slots averaged over the calibration horizon (0 before any span)."""
         return self.busy / self.weight if self.weight > 0.0 else 0.0
