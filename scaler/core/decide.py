@@ -10,13 +10,19 @@ The steps, in order, each appending a Reason when it shapes the number:
    (after ``fallback.afterFailures`` such ticks the policy's fallback applies, which can
    only raise the count). Missing data never scales a model down;
 2. demand per signal, ``ceil(value / per-replica target)``, with the HPA's tolerance band
-   around the current count; the maximum across signals;
+   around the current count; the maximum across signals. Policies with a ``sizing``
+   section replace it, whenever the request rate and the in-flight count are known, by the
+   SLO sizing of ``scaler.core.sizing``: the fewest replicas whose slots hold the requests
+   expected one reaction time ahead but for the SLO's miss ratio, on a service time
+   calibrated online (the targets stay the fallback);
 3. cold-start awareness: while replicas are starting, signals that grow with the backlog
    (queue, in-flight) cannot add replicas beyond those already requested; a sustained rise
    in arrivals (request rate, tokens/s) is projected ``coldStart.seconds`` ahead, so
    replicas start in time;
 4. zero handling for on-demand models: activation at zero wakes the model at once; it goes
-   to zero only after an unbroken idle period with no replica starting;
+   to zero only after an unbroken idle period with no replica starting, as long as the
+   keep-alive ``scaler.core.keepalive`` picks from the model's own idle gaps (at most
+   ``scaleToZero.idleSeconds``);
 5. stabilization (HPA-style windows: the lowest recommendation of the up window, the highest
    of the down window) and step limits (at most ``maxStep`` replicas per ``periodSeconds``);
 6. placement cap: never more replicas than fit on the nodes (ready ones are never cut);
