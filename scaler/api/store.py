@@ -76,6 +76,29 @@ class Snapshot:
     decisions: tuple[Decision, ...] = ()  # what this publish added, for the history
 
 
+def _servable(
+    metric: str,
+    model: str,
+    latest: Mapping[str, Decision],
+    last_good: Mapping[str, Decision],
+    staleness: float,
+) -> MetricValue | None:
+    """What `metric` of `model` is and until when it may be served; None if never."""
+    good = last_good.get(model)
+    deadline = -math.inf if good is None else good.time + staleness
+    if metric == EXTERNAL_DESIRED_REPLICAS:
+        newest = latest.get(model)
+        if newest is None:
+            return None
+        # The policy's fallback is served until the next decision, however old the data.
+        until = math.inf if Reason.FALLBACK in newest.reasons else deadline
+        return MetricValue(float(newest.desired_replicas), newest.time, until)
+    signal = _SIGNAL_BY_METRIC[metric]
+    if good is None or signal not in good.signals:
+        return None
+    return MetricValue(good.signals[signal], good.time, deadline)
+
+
 class DecisionStore:
     """Latest decision per model plus the last one made on real data, and a bounded history."""
 
@@ -109,23 +132,16 @@ class DecisionStore:
     def prepare(self, decisions: Iterable[Decision]) -> Snapshot:
         """The snapshot that follows the current one with `decisions` recorded (in order).
 
-        Renders the answers of every model in `decisions`; the other models keep theirs.
-        Readers see nothing of it until ``commit``; safe to call off the event loop while
-        readers read.
+        Readers see nothing of it until ``commit``. For a large tick, ``draft`` lets the
+        writer do the same work in steps.
         """
-        base = self._snapshot
-        batch = tuple(decisions)
-        latest, last_good = dict(base.latest), dict(base.last_good)
-        for decision in batch:
-            if decision.model not in self._known:
-                raise UnknownMetricError(f"no policy for model {decision.model!r}")
-            latest[decision.model] = decision
-            if decision.demand is not None:
-                last_good[decision.model] = decision
-        answers = dict(base.answers)
-        for model in {d.model for d in batch}:
-            answers[model] = self._render(model, latest, last_good)
-        return Snapshot(base.version + 1, latest, last_good, answers, batch)
+        draft = self.draft()
+        draft.add(decisions)
+        return draft.snapshot()
+
+    def draft(self) -> SnapshotDraft:
+        """An empty next snapshot, to fill with ``SnapshotDraft.add`` and then commit."""
+        return SnapshotDraft(self._snapshot, self._known, self._staleness)
 
     def commit(self, snapshot: Snapshot) -> None:
         """Make `snapshot` (from ``prepare``) what every reader sees, in one assignment.
@@ -168,41 +184,62 @@ class DecisionStore:
                 f"the server could not find the metric {metric} for model {model}"
             )
         snapshot = self._snapshot
-        value = self._servable(metric, model, snapshot.latest, snapshot.last_good)
+        value = _servable(metric, model, snapshot.latest, snapshot.last_good, self._staleness)
         # One bound for the check and for fresh_until, so a rendered answer (served while
         # now <= fresh_until) turns stale at exactly the instant value() does.
         if value is None or now > value.fresh_until:
             raise StaleMetricError(f"no fresh data for {metric} of model {model}")
         return value
 
-    def _servable(
-        self,
-        metric: str,
-        model: str,
-        latest: Mapping[str, Decision],
-        last_good: Mapping[str, Decision],
-    ) -> MetricValue | None:
-        """What `metric` of `model` is and until when it may be served; None if never."""
-        good = last_good.get(model)
-        deadline = -math.inf if good is None else good.time + self._staleness
-        if metric == EXTERNAL_DESIRED_REPLICAS:
-            newest = latest.get(model)
-            if newest is None:
-                return None
-            # The policy's fallback is served until the next decision, however old the data.
-            until = math.inf if Reason.FALLBACK in newest.reasons else deadline
-            return MetricValue(float(newest.desired_replicas), newest.time, until)
-        signal = _SIGNAL_BY_METRIC[metric]
-        if good is None or signal not in good.signals:
-            return None
-        return MetricValue(good.signals[signal], good.time, deadline)
 
-    def _render(
-        self, model: str, latest: Mapping[str, Decision], last_good: Mapping[str, Decision]
-    ) -> dict[str, RenderedAnswer]:
+class SnapshotDraft:
+    """The next snapshot of a store, written in as many steps as the writer likes.
+
+    Each ``add`` records decisions and renders their models' answers; none of it is visible
+    to readers until the store commits ``snapshot()``. The control loop adds a slice of a
+    tick at a time and lets the event loop serve requests between slices.
+    """
+
+    def __init__(self, base: Snapshot, known: frozenset[str], staleness: float) -> None:
+        self._base = base
+        self._known = known
+        self._staleness = staleness
+        self._done = False
+        self._latest, self._last_good = dict(base.latest), dict(base.last_good)
+        self._answers = dict(base.answers)
+        self._decisions: list[Decision] = []
+
+    def add(self, decisions: Iterable[Decision]) -> None:
+        """Record `decisions` (in order) and render the answers of their models."""
+        if self._done:
+            raise RuntimeError("the draft's snapshot was taken: start a new draft")
+        batch = tuple(decisions)
+        for decision in batch:
+            if decision.model not in self._known:
+                raise UnknownMetricError(f"no policy for model {decision.model!r}")
+            self._latest[decision.model] = decision
+            if decision.demand is not None:
+                self._last_good[decision.model] = decision
+        self._decisions.extend(batch)
+        for model in {d.model for d in batch}:
+            self._answers[model] = self._render(model)
+
+    def snapshot(self) -> Snapshot:
+        """The snapshot holding everything added, for ``DecisionStore.commit``; ends the draft
+        (the snapshot takes its tables rather than copies)."""
+        self._done = True
+        return Snapshot(
+            self._base.version + 1,
+            self._latest,
+            self._last_good,
+            self._answers,
+            tuple(self._decisions),
+        )
+
+    def _render(self, model: str) -> dict[str, RenderedAnswer]:
         answers = {}
         for metric in EXTERNAL_METRICS:
-            value = self._servable(metric, model, latest, last_good)
+            value = _servable(metric, model, self._latest, self._last_good, self._staleness)
             if value is None or value.fresh_until == -math.inf:
                 continue
             item = render_item(metric, model, value.value, value.timestamp)

@@ -188,3 +188,24 @@ def test_a_fallback_answer_holds_until_the_next_decision(store: DecisionStore) -
     rendered = store.answer("mistral-7b", EXTERNAL_DESIRED_REPLICAS)
     assert rendered is not None
     assert rendered.fresh_until == math.inf
+
+
+def test_a_draft_written_in_steps_is_one_publish(store: DecisionStore) -> None:
+    """Decisions added to a draft in several steps appear together, at one version step."""
+    before = store.version
+    draft = store.draft()
+    draft.add([make_decision("tinyllama", desired=3)])
+    draft.add([make_decision("mistral-7b", desired=4)])
+    assert store.latest("tinyllama") is None
+    store.commit(draft.snapshot())
+    assert store.version == before + 1
+    assert [d.model for d in store.recent()] == ["mistral-7b", "tinyllama"]
+    assert store.answer("tinyllama", EXTERNAL_DESIRED_REPLICAS) is not None
+
+
+def test_a_finished_draft_takes_no_more_decisions(store: DecisionStore) -> None:
+    """After snapshot() the draft is closed: a late add would change a taken snapshot."""
+    draft = store.draft()
+    draft.snapshot()
+    with pytest.raises(RuntimeError, match="draft"):
+        draft.add([make_decision()])

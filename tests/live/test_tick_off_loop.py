@@ -9,6 +9,8 @@ API application in front of its store.
 from __future__ import annotations
 
 import asyncio
+import gc
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,8 +25,8 @@ from scaler.api.metric_names import EXTERNAL_DESIRED_REPLICAS
 from scaler.api.selfmetrics import Health, SelfMetrics
 from scaler.api.server import build_app
 from scaler.api.store import DecisionStore
-from scaler.core import ModelPolicy, decide_all
-from scaler.live.loop import ControlLoop
+from scaler.core import Decision, ModelPolicy, decide_all
+from scaler.live.loop import ControlLoop, NoMetrics
 from scaler.sources import ReplicaCount
 from tests.live.conftest import FakeSource, VirtualClock
 
@@ -34,12 +36,24 @@ GENEROUS = 30.0  # seconds; a bound against hanging, not a latency claim
 
 
 def adapter(
-    policies: list[ModelPolicy], source: FakeSource, clock: VirtualClock
+    policies: list[ModelPolicy],
+    source: FakeSource,
+    clock: VirtualClock,
+    metrics: NoMetrics | None = None,
 ) -> tuple[ControlLoop, DecisionStore]:
     """A --no-kubernetes loop over `policies`, one ready replica each, and its store."""
     store = DecisionStore([p.model for p in policies], staleness_seconds=60.0)
     source.replicas = {p.model: ReplicaCount(1, 1) for p in policies}
-    return ControlLoop(policies=policies, source=source, store=store, clock=clock), store
+    loop = ControlLoop(policies=policies, source=source, store=store, clock=clock, metrics=metrics)
+    return loop, store
+
+
+def fleet_of(policies: list[ModelPolicy], count: int) -> list[ModelPolicy]:
+    """`count` policies cloned from the shipped ones, named model-000, model-001..."""
+    return [
+        policies[i % len(policies)].model_copy(update={"model": f"model-{i:03d}"})
+        for i in range(count)
+    ]
 
 
 async def api_client(aiohttp_client: Any, store: DecisionStore, clock: VirtualClock) -> Client:
@@ -121,11 +135,7 @@ async def test_a_list_never_mixes_two_ticks(
     policies: list[ModelPolicy], source: FakeSource, clock: VirtualClock, aiohttp_client: Any
 ) -> None:
     """While ticks over 300 models run, every all-models answer carries one tick's time."""
-    fleet = [
-        policies[i % len(policies)].model_copy(update={"model": f"model-{i:03d}"})
-        for i in range(300)
-    ]
-    loop, store = adapter(fleet, source, clock)
+    loop, store = adapter(fleet_of(policies, 300), source, clock)
     await loop.tick()
     client = await api_client(aiohttp_client, store, clock)
     seen: set[str] = set()
@@ -147,3 +157,62 @@ async def test_a_list_never_mixes_two_ticks(
     ticking = False
     await asyncio.wait_for(reader, timeout=GENEROUS)
     assert len(seen) >= 3  # the reader did run across ticks
+
+
+class PublishingMetrics(NoMetrics):
+    """Self-metrics that say when the loop starts publishing a tick's decisions."""
+
+    def __init__(self) -> None:
+        self.publishing = asyncio.Event()
+
+    def observe_decision(self, decision: Decision, policy: ModelPolicy) -> None:
+        """Flag the start of publishing (called on the event loop)."""
+        self.publishing.set()
+
+
+async def test_the_api_answers_between_publish_slices(
+    policies: list[ModelPolicy],
+    source: FakeSource,
+    clock: VirtualClock,
+    aiohttp_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While a tick publishes (one model per slice here), a request is answered, from the
+    previous tick: the draft being written is not visible."""
+    monkeypatch.setattr("scaler.live.loop.PUBLISH_SLICE_SECONDS", 0.0)
+    metrics = PublishingMetrics()
+    loop, store = adapter(fleet_of(policies, 300), source, clock, metrics)
+    await loop.tick()
+    client = await api_client(aiohttp_client, store, clock)
+    url = f"{PATH}?labelSelector=model%3Dmodel-299"
+    before = (await (await client.get(url)).json())["items"][0]["timestamp"]
+
+    metrics.publishing.clear()
+    clock.advance(5)
+    tick = asyncio.create_task(loop.tick())
+    await asyncio.wait_for(metrics.publishing.wait(), timeout=GENEROUS)
+    response = await asyncio.wait_for(client.get(url), timeout=GENEROUS)
+    assert (await response.json())["items"][0]["timestamp"] == before
+    assert not tick.done()
+    await asyncio.wait_for(tick, timeout=GENEROUS)
+    assert (await (await client.get(url)).json())["items"][0]["timestamp"] != before
+
+
+async def test_run_gives_the_interpreter_back_as_it_found_it(
+    policies: list[ModelPolicy], source: FakeSource, clock: VirtualClock
+) -> None:
+    """run() switches threads faster and freezes the long-lived heap while it runs only."""
+    loop, _ = adapter(policies, source, clock)
+    switch_interval = sys.getswitchinterval()
+    stop = asyncio.Event()
+    running = asyncio.create_task(loop.run(interval=0.01, stop=stop))
+
+    async def first_tick_done() -> None:
+        while gc.get_freeze_count() == 0:  # frozen after the first tick
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(first_tick_done(), timeout=GENEROUS)
+    assert sys.getswitchinterval() < switch_interval
+    stop.set()
+    await asyncio.wait_for(running, timeout=GENEROUS)
+    assert (sys.getswitchinterval(), gc.get_freeze_count()) == (switch_interval, 0)
