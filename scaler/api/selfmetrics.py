@@ -119,28 +119,30 @@ class SelfMetrics:
         )
         self._leader.set(0)
         self._api_children: dict[tuple[str, int], Histogram] = {}
+        # Decision series set by observe_decision, and the value each holds.
         self._gauge_children: dict[tuple[Gauge, tuple[str, ...]], Gauge] = {}
+        self._gauge_values: dict[tuple[Gauge, tuple[str, ...]], float] = {}
         self._decision_children: dict[tuple[str, str], Counter] = {}
 
     def observe_decision(self, decision: Decision, policy: ModelPolicy) -> None:
         """Export one decision: replica gauges, signal values and targets, reasons counted."""
         model = decision.model
-        self._gauge(self._desired, model).set(decision.desired_replicas)
-        self._gauge(self._current, model).set(decision.current_replicas)
-        self._gauge(self._ready, model).set(decision.ready_replicas)
-        self._gauge(self._starting, model).set(decision.starting_replicas)
+        self._set(self._desired, decision.desired_replicas, model)
+        self._set(self._current, decision.current_replicas, model)
+        self._set(self._ready, decision.ready_replicas, model)
+        self._set(self._starting, decision.starting_replicas, model)
         if decision.placement_cap is None:
             # "Absent when unknown": a stale cap would read as a real limit on dashboards.
             self._drop(self._cap, model)
         else:
-            self._gauge(self._cap, model).set(decision.placement_cap)
+            self._set(self._cap, decision.placement_cap, model)
         for signal in Signal:
             if signal in decision.signals:
-                self._gauge(self._signal, model, signal.value).set(decision.signals[signal])
+                self._set(self._signal, decision.signals[signal], model, signal.value)
             else:  # missing now: an old value would read as a current one
                 self._drop(self._signal, model, signal.value)
         for signal, target in policy.targets.items():
-            self._gauge(self._target, model, signal.value).set(target)
+            self._set(self._target, target, model, signal.value)
         for reason in decision.reasons:
             key = (model, reason.value)
             counter = self._decision_children.get(key)
@@ -148,18 +150,27 @@ class SelfMetrics:
                 counter = self._decision_children[key] = self._decisions.labels(*key)
             counter.inc()
 
-    def _gauge(self, family: Gauge, *labels: str) -> Gauge:
-        """The child of `family` with `labels`, kept: a tick sets some 15 per model, and
-        labels() costs a lock and a lookup each time (1,000 models: tens of ms a tick)."""
+    def _set(self, family: Gauge, value: float, *labels: str) -> None:
+        """Set the series of `family` with `labels` to `value`, if it changed.
+
+        The children are kept and unchanged values skipped: a tick sets some 15 series per
+        model, and labels() plus set() cost a lock and a lookup each (1,000 models: tens of
+        ms a tick); most of them (targets, replica counts) hold still from tick to tick.
+        """
         key = (family, labels)
+        if self._gauge_values.get(key) == value:
+            return
         child = self._gauge_children.get(key)
         if child is None:
             child = self._gauge_children[key] = family.labels(*labels)
-        return child
+        child.set(value)
+        self._gauge_values[key] = value
 
     def _drop(self, family: Gauge, *labels: str) -> None:
-        """Remove the child of `family` with `labels`, if it was ever set."""
-        if self._gauge_children.pop((family, labels), None) is not None:
+        """Remove the series of `family` with `labels`, if it was ever set."""
+        key = (family, labels)
+        if self._gauge_children.pop(key, None) is not None:
+            del self._gauge_values[key]
             family.remove(*labels)
 
     def observe_query(self, signal: str, duration_seconds: float, error: bool) -> None:
