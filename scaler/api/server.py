@@ -1,15 +1,16 @@
 """The aiohttp server: external.metrics.k8s.io/v1beta1, probes, /metrics, /debug/decisions.
 
 Every answer comes from memory (the DecisionStore, precomputed discovery bodies): a request
-never waits on Prometheus or on the control loop. The HPA's question, one model by
-``model=<name>``, is a lookup of the body the store rendered when the decision was published;
-any other selector takes the general path (parse, select, read, render), which gives the same
-bytes for that question. Every error is a ``metav1.Status`` JSON
+never waits on Prometheus or on the control loop. Every error is a ``metav1.Status`` JSON
 object, so the aggregator and the HPA log the message rather than "an error that is not a
 metav1.Status". A guard around every route authenticates (front proxy, see
 ``scaler.api.auth``), times the request by route template and turns any unexpected exception
 into a 500 Status and a log line: a bad request never takes the server down. Other methods on
 a served path are 405, unknown paths 404, both as Status objects.
+
+The HPA's question, one model by ``model=<name>``, is a lookup of the body the store rendered
+when the decision was published; any other selector takes the general path (parse, select,
+read, render), which gives the same bytes for that question.
 
 Namespaces: the HPA asks in its own namespace, and each model's HPA lives in the model's
 target namespace (policy ``target.namespace``). With a ``namespaces`` mapping, a model is
