@@ -4,12 +4,13 @@ The control loop is the only writer; the external metrics API, /metrics and
 /debug/decisions only read. A request therefore never waits on Prometheus: it reads what the
 last tick left here.
 
-Publishing is two steps so that the expensive one can run off the event loop: ``prepare``
-builds the next ``Snapshot`` (every decision of a tick, and for each of its models the body
-of each metric's answer, rendered once here instead of once per request) without changing
-what readers see, on any thread; ``commit`` makes it visible in one assignment. Commit on the
-thread that serves the readers (the event loop), between two requests: a handler then sees
-one tick from its first read to its last, never half of one.
+Publishing is two steps so that the expensive one does not hold the readers up: ``prepare``
+(or a ``draft`` filled in as many steps as the writer likes) builds the next ``Snapshot``
+(every decision of a tick, and for each of its models the body of each metric's answer,
+rendered once here instead of once per request) without changing what readers see;
+``commit`` makes it visible in one assignment. Commit on the thread that serves the readers
+(the event loop), between two requests: a handler then sees one tick from its first read to
+its last, never half of one.
 
 Freshness: a value is served while the last decision made on real data is younger than the
 staleness limit. After that the API answers 503 so the HPA holds, except for
@@ -144,7 +145,7 @@ class DecisionStore:
         return SnapshotDraft(self._snapshot, self._known, self._staleness)
 
     def commit(self, snapshot: Snapshot) -> None:
-        """Make `snapshot` (from ``prepare``) what every reader sees, in one assignment.
+        """Make `snapshot` (from ``prepare`` or a draft) what every reader sees, at once.
 
         Raises RuntimeError if another publish came in since it was prepared: committing it
         would silently drop that publish's decisions.
