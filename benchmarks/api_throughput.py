@@ -27,8 +27,10 @@ Two measurements per server and transport (plain HTTP and TLS):
 * throughput: ``wrk`` (1 thread, 16 connections) when installed, else an aiohttp client
   with 16 concurrent connections; requests/s and p50/p99 latency, the median of several
   rounds that alternate between the servers (the machine is shared, load drifts), and the
-  server process's CPU time per request (``cpu us``, from /proc: independent of the load
+  server process's CPU time per request (``cpu us``, from /proc: less sensitive to the load
   other processes put on the machine; it includes the publisher's or the loop's CPU);
+  ``vs bare`` is the median over rounds of requests/s divided by the bare server's,
+  measured just before (every server's run is preceded by one of the bare server);
 * paced at 500 requests/s, p50/p99: wrk with a think time per connection (the latency of
   the server, without Python client jitter), and an open-loop aiohttp client (honest about
   queueing, but its own scheduling jitter on a loaded machine shows in the p99).
@@ -459,6 +461,13 @@ def measure(url: str, seconds: float, use_wrk: bool) -> Figures:
     return wrk(url, seconds) if use_wrk else asyncio.run(closed_loop(url, seconds))
 
 
+def throughput(server: Server, url: str, seconds: float, use_wrk: bool) -> tuple[Figures, float]:
+    """One throughput run against `server`, and its CPU microseconds per request."""
+    before = server.cpu_seconds()
+    figures = measure(url, seconds, use_wrk)
+    return figures, (server.cpu_seconds() - before) / (figures.rps * seconds) * 1e6
+
+
 def median_figures(runs: Sequence[Figures]) -> Figures:
     """Per-field median over rounds (the machine is shared: single runs are noisy)."""
     return Figures(
@@ -527,30 +536,37 @@ def main(argv: Sequence[str] | None = None) -> None:
                 servers[kind] = server = Server(kind, tls, options)
                 urls[kind] = f"{stack.enter_context(server)}{PATH}{query}"
             runs: dict[str, list[Figures]] = {kind: [] for kind, _ in KINDS}
+            ratios: dict[str, list[float]] = {kind: [] for kind, _ in KINDS}
             cpu: dict[str, list[float]] = {kind: [] for kind, _ in KINDS}
             wrk_paced: dict[str, list[Figures]] = {kind: [] for kind, _ in KINDS}
             open_loop: dict[str, list[Figures]] = {kind: [] for kind, _ in KINDS}
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+
             for _ in range(args.rounds):  # interleaved, so load changes hit every server alike
                 for kind, _query in KINDS:
-                    before = servers[kind].cpu_seconds()
-                    runs[kind].append(measure(urls[kind], args.seconds, use_wrk))
-                    used = servers[kind].cpu_seconds() - before
-                    cpu[kind].append(used / (runs[kind][-1].rps * args.seconds) * 1e6)
+                    # Each server's throughput right after the bare one's: the machine is
+                    # shared, and its load drifts within a round too.
+                    for measured in ("bare", kind) if kind != "bare" else ("bare",):
+                        figures, cpu_us = throughput(
+                            servers[measured], urls[measured], args.seconds, use_wrk
+                        )
+                        runs[measured].append(figures)
+                        cpu[measured].append(cpu_us)
+                    ratios[kind].append(runs[kind][-1].rps / runs["bare"][-1].rps)
                     paced_seconds = args.tick_seconds if kind.endswith("-ticks") else args.seconds
                     if use_wrk:
                         wrk_paced[kind].append(
                             paced_wrk(urls[kind], args.rate, paced_seconds, folder)
                         )
                     open_loop[kind].append(asyncio.run(paced(urls[kind], args.rate, paced_seconds)))
-        baseline = median_figures(runs["bare"]).rps
         for kind, _query in KINDS:
+            vs_bare = statistics.median(ratios[kind])
             result, loop = median_figures(runs[kind]), median_figures(open_loop[kind])
             wp = median_figures(wrk_paced[kind]) if use_wrk else Figures(0, 0, 0, 0)
             errors = result.errors + loop.errors + wp.errors
             print(
                 f"{transport:9} {kind:16} {result.rps:8.0f} {result.p50_ms:7.2f}"
-                f" {result.p99_ms:7.2f} {result.rps / baseline:8.0%}"
+                f" {result.p99_ms:7.2f} {vs_bare:8.0%}"
                 f" {statistics.median(cpu[kind]):7.0f} | {wp.rps:7.0f}"
                 f" {wp.p50_ms:7.2f} {wp.p99_ms:7.2f} | {loop.rps:7.0f} {loop.p50_ms:7.2f}"
                 f" {loop.p99_ms:7.2f} {errors:6d}"
