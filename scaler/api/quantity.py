@@ -30,7 +30,13 @@ def to_milli(value: float) -> int:
     """
     if not math.isfinite(value):
         raise ValueError(f"cannot express {value!r} as a Kubernetes Quantity")
-    milli = int((Decimal(repr(float(value))) * 1000).to_integral_value(rounding=ROUND_CEILING))
+    value = float(value)
+    if value.is_integer():
+        # Exact without Decimal (replica counts, queue depths, in-flight requests); a
+        # publish formats thousands of these.
+        milli = int(value) * 1000
+    else:
+        milli = int((Decimal(repr(value)) * 1000).to_integral_value(rounding=ROUND_CEILING))
     return max(-MAX_MILLI, min(MAX_MILLI, milli))
 
 

@@ -8,7 +8,6 @@ per-route guard calls ``observe_api_request``; ``/metrics`` renders ``exposition
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Final
 
@@ -137,31 +136,37 @@ class SelfMetrics:
         )
         self._leader.set(0)
         self._api_children: dict[tuple[str, int], Histogram] = {}
+        # Decision series set by observe_decision, and the value each holds.
+        self._gauge_children: dict[tuple[Gauge, tuple[str, ...]], Gauge] = {}
+        self._gauge_values: dict[tuple[Gauge, tuple[str, ...]], float] = {}
+        self._decision_children: dict[tuple[str, str], Counter] = {}
 
     def observe_decision(self, decision: Decision, policy: ModelPolicy) -> None:
         """Export one decision: replica gauges, signal values and targets, reasons counted."""
         model = decision.model
-        self._desired.labels(model).set(decision.desired_replicas)
-        self._current.labels(model).set(decision.current_replicas)
-        self._ready.labels(model).set(decision.ready_replicas)
-        self._starting.labels(model).set(decision.starting_replicas)
+        self._set(self._desired, decision.desired_replicas, model)
+        self._set(self._current, decision.current_replicas, model)
+        self._set(self._ready, decision.ready_replicas, model)
+        self._set(self._starting, decision.starting_replicas, model)
         if decision.placement_cap is None:
             # "Absent when unknown": a stale cap would read as a real limit on dashboards.
-            with contextlib.suppress(KeyError):
-                self._cap.remove(model)
+            self._drop(self._cap, model)
         else:
-            self._cap.labels(model).set(decision.placement_cap)
+            self._set(self._cap, decision.placement_cap, model)
         for signal in Signal:
             if signal in decision.signals:
-                self._signal.labels(model, signal.value).set(decision.signals[signal])
+                self._set(self._signal, decision.signals[signal], model, signal.value)
             else:  # missing now: an old value would read as a current one
-                with contextlib.suppress(KeyError):
-                    self._signal.remove(model, signal.value)
+                self._drop(self._signal, model, signal.value)
         for signal, target in policy.targets.items():
-            self._target.labels(model, signal.value).set(target)
+            self._set(self._target, target, model, signal.value)
         for reason in decision.reasons:
-            self._decisions.labels(model, reason.value).inc()
-        self._slo_wait.labels(model).set(policy.slo.queue_wait_seconds)
+            key = (model, reason.value)
+            counter = self._decision_children.get(key)
+            if counter is None:
+                counter = self._decision_children[key] = self._decisions.labels(*key)
+            counter.inc()
+        self._set(self._slo_wait, policy.slo.queue_wait_seconds, model)
         sizing = decision.sizing
         values = (
             {}
@@ -178,15 +183,36 @@ class SelfMetrics:
             value = values.get(metric)
             if value is None or not math.isfinite(value):
                 # Not sized now (or an overloaded, endless wait): absent, never a stale value.
-                with contextlib.suppress(KeyError):
-                    gauge.remove(model)
+                self._drop(gauge, model)
             else:
-                gauge.labels(model).set(value)
+                self._set(gauge, value, model)
         if decision.keep_alive_s is None:
-            with contextlib.suppress(KeyError):
-                self._keep_alive.remove(model)
+            self._drop(self._keep_alive, model)
         else:
-            self._keep_alive.labels(model).set(decision.keep_alive_s)
+            self._set(self._keep_alive, decision.keep_alive_s, model)
+
+    def _set(self, family: Gauge, value: float, *labels: str) -> None:
+        """Set the series of `family` with `labels` to `value`, if it changed.
+
+        The children are kept and unchanged values skipped: a tick sets some 15 series per
+        model, and labels() plus set() cost a lock and a lookup each (1,000 models: tens of
+        ms a tick); most of them (targets, replica counts) hold still from tick to tick.
+        """
+        key = (family, labels)
+        if self._gauge_values.get(key) == value:
+            return
+        child = self._gauge_children.get(key)
+        if child is None:
+            child = self._gauge_children[key] = family.labels(*labels)
+        child.set(value)
+        self._gauge_values[key] = value
+
+    def _drop(self, family: Gauge, *labels: str) -> None:
+        """Remove the series of `family` with `labels`, if it was ever set."""
+        key = (family, labels)
+        if self._gauge_children.pop(key, None) is not None:
+            del self._gauge_values[key]
+            family.remove(*labels)
 
     def observe_query(self, signal: str, duration_seconds: float, error: bool) -> None:
         """Count one Prometheus query for `signal`, its latency, and whether it failed."""

@@ -8,6 +8,10 @@ metav1.Status". A guard around every route authenticates (front proxy, see
 into a 500 Status and a log line: a bad request never takes the server down. Other methods on
 a served path are 405, unknown paths 404, both as Status objects.
 
+The HPA's question, one model by ``model=<name>``, is a lookup of the body the store rendered
+when the decision was published; any other selector takes the general path (parse, select,
+read, render), which gives the same bytes for that question.
+
 Namespaces: the HPA asks in its own namespace, and each model's HPA lives in the model's
 target namespace (policy ``target.namespace``). With a ``namespaces`` mapping, a model is
 served only in its namespace; elsewhere it is not found (404), so an HPA in another namespace
@@ -19,11 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Final
 
 import structlog
@@ -32,10 +35,10 @@ from aiohttp import web
 from scaler.api.auth import AuthenticationError, Authenticator, UserInfo
 from scaler.api.listener import ConnectionLimits, ListenerSite
 from scaler.api.metric_names import EXTERNAL_METRICS
-from scaler.api.quantity import format_quantity
-from scaler.api.selector import SelectorError, parse_selector
+from scaler.api.selector import Operator, Requirement, Selector, SelectorError, parse_selector
 from scaler.api.selfmetrics import EXPOSITION_CONTENT_TYPE, Health, SelfMetrics
 from scaler.api.store import DecisionStore, StaleMetricError, UnknownMetricError
+from scaler.api.value_list import MODEL_LABEL, render_item, render_value_list
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +46,6 @@ GROUP: Final = "external.metrics.k8s.io"
 VERSION: Final = "v1beta1"
 GROUP_VERSION: Final = f"{GROUP}/{VERSION}"
 VALUE_LIST_PATH: Final = f"/apis/{GROUP_VERSION}/namespaces/{{namespace}}/{{metric}}"
-MODEL_LABEL: Final = "model"
 DEFAULT_DECISIONS_LIMIT: Final = 100
 
 USER_KEY: Final = web.RequestKey("scaler.user", UserInfo)
@@ -64,7 +66,6 @@ _REASONS: Final = {
 }
 _KNOWN_METRICS: Final = frozenset(EXTERNAL_METRICS)
 _JSON_HEADERS: Final = {"Content-Type": _JSON}
-_MAX_CACHED_ANSWERS: Final = 1024
 
 Clock = Callable[[], float]
 """Seconds since the epoch; injected so tests drive staleness without sleeping."""
@@ -124,8 +125,20 @@ def _discovery_bodies() -> tuple[bytes, bytes, bytes]:
     )
 
 
-def _rfc3339(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+def _single_model_selectors(models: Iterable[str]) -> dict[str, str]:
+    """``model=<name>`` -> name, for each model whose selector parses to just that equality.
+
+    A name that is not a valid label value (the general path answers 400 for it) is left
+    out, so a lookup never answers what the general path would refuse.
+    """
+    found = {}
+    for model in models:
+        text = f"{MODEL_LABEL}={model}"
+        with contextlib.suppress(SelectorError):
+            equality = Requirement(MODEL_LABEL, Operator.EQUALS, frozenset({model}))
+            if parse_selector(text) == Selector((equality,)):
+                found[text] = model
+    return found
 
 
 def common_name_of(peercert: Mapping[str, object] | None) -> str | None:
@@ -165,9 +178,9 @@ class _Routes:
     clock: Clock
     models_by_namespace: Mapping[str, frozenset[str]] | None
     discovery: tuple[bytes, bytes, bytes]
-    # raw path and query -> (store version, fresh until, body) of a 200 answer. The HPA asks
-    # the same question every sync; the answer holds until a publish or the staleness limit.
-    answers: dict[str, tuple[int, float, bytes]] = field(default_factory=dict)
+    # URL-decoded labelSelector -> the one model it selects, for the selectors that answer
+    # with a rendered body ("model=<name>"); see _single_model_selectors.
+    selected_by: Mapping[str, str]
 
     def group_list(self, _request: web.Request) -> web.Response:
         return web.Response(body=self.discovery[0], headers=_JSON_HEADERS)
@@ -179,18 +192,35 @@ class _Routes:
         return web.Response(body=self.discovery[2], headers=_JSON_HEADERS)
 
     def value_list(self, request: web.Request) -> web.Response:
-        now = self.clock()
-        cached = self.answers.get(request.raw_path)
-        if cached is not None and cached[0] == self.store.version and now <= cached[1]:
-            return web.Response(body=cached[2], headers=_JSON_HEADERS)
-        version = self.store.version
-        namespace = request.match_info["namespace"]
         metric = request.match_info["metric"].lower()  # the HPA lowercases metric names
+        selector_text = request.query.get("labelSelector", "")
+        # The HPA's question (model=<name>, in the model's namespace) is a lookup of the
+        # body rendered when the decision was published; everything else takes the general
+        # path below, which renders the same bytes for that question.
+        model = self.selected_by.get(selector_text)
+        if model is not None:
+            rendered = self.store.answer(model, metric)
+            if (
+                rendered is not None
+                and self.clock() <= rendered.fresh_until
+                and (
+                    self.models_by_namespace is None
+                    or model in self.models_by_namespace.get(request.match_info["namespace"], ())
+                )
+            ):
+                return web.Response(body=rendered.body, headers=_JSON_HEADERS)
+        return self._general_value_list(request, metric, selector_text)
+
+    def _general_value_list(
+        self, request: web.Request, metric: str, selector_text: str
+    ) -> web.Response:
+        """Any selector, any number of models: parse, select, read each value, render."""
+        now = self.clock()
+        namespace = request.match_info["namespace"]
         if metric not in _KNOWN_METRICS:
             return status_response(
                 404, f"the server could not find the metric {metric} for namespace {namespace}"
             )
-        selector_text = request.query.get("labelSelector", "")
         try:
             selector = parse_selector(selector_text)
         except SelectorError as exc:
@@ -212,7 +242,6 @@ class _Routes:
                 f" and selector {selector_text!r}",
             )
         items = []
-        fresh_until = math.inf
         for model in selected:
             try:
                 value = self.store.value(metric, model, now)
@@ -225,26 +254,8 @@ class _Routes:
                 return status_response(
                     404, f"the server could not find the metric {metric} for model {model}"
                 )
-            items.append(
-                {
-                    "metricName": metric,
-                    "metricLabels": {MODEL_LABEL: model},
-                    "timestamp": _rfc3339(value.timestamp),
-                    "value": format_quantity(value.value),
-                }
-            )
-            fresh_until = min(fresh_until, value.fresh_until)
-        body = {
-            "kind": "ExternalMetricValueList",
-            "apiVersion": GROUP_VERSION,
-            "metadata": {},
-            "items": items,
-        }
-        encoded = _dumps(body)
-        if len(self.answers) >= _MAX_CACHED_ANSWERS:
-            self.answers.clear()  # arbitrary selectors must not grow memory without bound
-        self.answers[request.raw_path] = (version, fresh_until, encoded)
-        return web.Response(body=encoded, headers=_JSON_HEADERS)
+            items.append(render_item(metric, model, value.value, value.timestamp))
+        return web.Response(body=render_value_list(items), headers=_JSON_HEADERS)
 
     def healthz(self, _request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -343,6 +354,7 @@ def build_app(
             None if by_namespace is None else {k: frozenset(v) for k, v in by_namespace.items()}
         ),
         discovery=_discovery_bodies(),
+        selected_by=_single_model_selectors(store.models),
     )
     served: tuple[tuple[str, Endpoint], ...] = (
         ("/apis", routes.group_list),

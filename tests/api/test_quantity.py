@@ -111,3 +111,11 @@ def test_output_is_canonical(milli: int) -> None:
         assert number % 1000 != 0 or number == 0, f"{text} should use a larger suffix"
     if suffix == "m":
         assert number % 1000 != 0
+
+
+@given(st.integers(min_value=-(2**70), max_value=2**70))
+def test_whole_values_take_the_decimal_paths_result(whole: int) -> None:
+    """A whole float (formatted without Decimal) gives what the Decimal reading gives."""
+    value = float(whole)
+    exact = int((Decimal(repr(value)) * 1000).to_integral_value(rounding=ROUND_CEILING))
+    assert to_milli(value) == max(-MAX_MILLI, min(MAX_MILLI, exact))

@@ -60,6 +60,40 @@ def test_signal_value_is_absent_once_the_signal_is_missing() -> None:
     assert exported == {(("model", "mistral-7b"), ("signal", "tokens_per_second"))}
 
 
+def test_a_signal_and_a_cap_come_back_once_known_again() -> None:
+    """A removed series is exported again when the next decision has it, also with the very
+    value it had before it was removed."""
+    metrics = SelfMetrics()
+    policy = make_policy("mistral-7b")
+    metrics.observe_decision(dataclasses.replace(make_decision(), placement_cap=4), policy)
+    metrics.observe_decision(make_decision(signals={}), policy)
+    metrics.observe_decision(
+        dataclasses.replace(make_decision(signals={Signal.QUEUE_DEPTH: 1.5}), placement_cap=4),
+        policy,
+    )
+    got = samples(metrics)
+    assert got[(names.SIGNAL_VALUE, (("model", "mistral-7b"), ("signal", "queue_depth")))] == 1.5
+    assert got[(names.PLACEMENT_CAP, (("model", "mistral-7b"),))] == 4
+
+
+def test_a_gauge_follows_every_change() -> None:
+    """Desired replicas exported after 3, 3 and 5: the last value, whatever repeated."""
+    metrics = SelfMetrics()
+    policy = make_policy("mistral-7b")
+    for desired in (3, 3, 5):
+        metrics.observe_decision(make_decision(desired=desired), policy)
+    assert samples(metrics)[(names.DESIRED_REPLICAS, (("model", "mistral-7b"),))] == 5
+
+
+def test_reasons_are_counted_per_decision() -> None:
+    """Each decision adds one to the counter of each of its reasons."""
+    metrics = SelfMetrics()
+    policy = make_policy("mistral-7b")
+    for _ in range(3):
+        metrics.observe_decision(make_decision(), policy)
+    assert samples(metrics)[(names.DECISIONS, (("model", "mistral-7b"), ("reason", "Demand")))] == 3
+
+
 def test_queries_count_errors_and_latency_by_signal() -> None:
     """observe_query counts queries and errors and records latency, by signal."""
     metrics = SelfMetrics()

@@ -140,3 +140,72 @@ def test_stale_exactly_after_fresh_until() -> None:
     assert store.value(QUEUE, "mistral-7b", deadline).value == 1.5
     with pytest.raises(StaleMetricError):
         store.value(QUEUE, "mistral-7b", math.nextafter(deadline, math.inf))
+
+
+def test_prepare_changes_nothing_readers_see_until_commit(store: DecisionStore) -> None:
+    """A prepared tick is invisible (values, answers, history, version) until committed."""
+    store.publish(make_decision(desired=1))
+    before = (store.version, store.recent(), store.answer("mistral-7b", QUEUE))
+    prepared = store.prepare([make_decision(m, time=START + 5, desired=4) for m in MODELS])
+    assert store.value(EXTERNAL_DESIRED_REPLICAS, "mistral-7b", START + 5).value == 1
+    assert store.latest("tinyllama") is None
+    assert (store.version, store.recent(), store.answer("mistral-7b", QUEUE)) == before
+    store.commit(prepared)
+    assert {store.value(EXTERNAL_DESIRED_REPLICAS, m, START + 5).value for m in MODELS} == {4}
+    assert store.version == before[0] + 1
+
+
+def test_a_tick_is_one_publish(store: DecisionStore) -> None:
+    """publish_all records every decision, in order, as one version step."""
+    before = store.version
+    store.publish_all(make_decision(m, time=START + i) for i, m in enumerate(MODELS))
+    assert store.version == before + 1
+    assert [d.model for d in store.recent()] == list(reversed(MODELS))
+
+
+def test_committing_an_outdated_snapshot_raises(store: DecisionStore) -> None:
+    """A snapshot prepared before another publish would drop it: commit refuses."""
+    prepared = store.prepare([make_decision(desired=5)])
+    store.publish(make_decision(desired=3))
+    with pytest.raises(RuntimeError, match="outdated"):
+        store.commit(prepared)
+    assert store.value(EXTERNAL_DESIRED_REPLICAS, "mistral-7b", START).value == 3
+
+
+def test_answers_are_rendered_for_servable_values_only(store: DecisionStore) -> None:
+    """A rendered answer exists where a value can be served, and holds as long as it does."""
+    store.publish(make_decision(signals={Signal.QUEUE_DEPTH: 1.5}))
+    queue = store.answer("mistral-7b", QUEUE)
+    assert queue is not None
+    assert queue.fresh_until == store.value(QUEUE, "mistral-7b", START).fresh_until
+    assert store.answer("mistral-7b", EXTERNAL_BY_SIGNAL[Signal.REQUEST_RATE]) is None
+    assert store.answer("tinyllama", EXTERNAL_DESIRED_REPLICAS) is None
+
+
+def test_a_fallback_answer_holds_until_the_next_decision(store: DecisionStore) -> None:
+    """The fallback's desired replicas are served however old the data; the answer says so."""
+    store.publish(make_decision(demand=None, reasons=(Reason.FALLBACK,)))
+    rendered = store.answer("mistral-7b", EXTERNAL_DESIRED_REPLICAS)
+    assert rendered is not None
+    assert rendered.fresh_until == math.inf
+
+
+def test_a_draft_written_in_steps_is_one_publish(store: DecisionStore) -> None:
+    """Decisions added to a draft in several steps appear together, at one version step."""
+    before = store.version
+    draft = store.draft()
+    draft.add([make_decision("tinyllama", desired=3)])
+    draft.add([make_decision("mistral-7b", desired=4)])
+    assert store.latest("tinyllama") is None
+    store.commit(draft.snapshot())
+    assert store.version == before + 1
+    assert [d.model for d in store.recent()] == ["mistral-7b", "tinyllama"]
+    assert store.answer("tinyllama", EXTERNAL_DESIRED_REPLICAS) is not None
+
+
+def test_a_finished_draft_takes_no_more_decisions(store: DecisionStore) -> None:
+    """After snapshot() the draft is closed: a late add would change a taken snapshot."""
+    draft = store.draft()
+    draft.snapshot()
+    with pytest.raises(RuntimeError, match="draft"):
+        draft.add([make_decision()])
