@@ -7,7 +7,11 @@ Deployments, pods, the Lease, events), and Prometheus scrapes its /metrics over 
 way the ServiceMonitor does. The activator side is the activator's own metrics registry
 holding one request for Mixtral, which wakes it: the adapter writes scale 0 -> 1, the test
 plays the Deployment controller (the replica becomes ready) and the adapter records the
-cold start. Then every panel query of every dashboard must return at least one sample.
+cold start. Then every panel query of every dashboard must return at least one sample, and
+the adapter's /status (fetched without a client certificate, as Gatus and Homepage do) must
+match its JSON Schema, carry the held request read back through Prometheus, pass every
+condition of the shipped Gatus endpoints on /status and fill every field of the Homepage
+widget.
 
 The adapter runs without --allow-anonymous, as in the cluster: Prometheus has no front-proxy
 client certificate, so the scrape proves /metrics is served without one.
@@ -20,18 +24,27 @@ import json
 import time
 from collections.abc import Callable
 
+import aiohttp
+import jsonschema
 import pytest
 import trustme
 
 from scaler.activator.metrics import ActivatorMetrics
 from scaler.api.auth import CONFIGMAP_NAME, CONFIGMAP_NAMESPACE
 from scaler.api.server import ApiEndpoint
+from scaler.api.status import STATUS_PATH, STATUS_SCHEMA
 from scaler.core import Engine, ModelClass
 from scaler.live.serve import ServeOptions, build_adapter, run_adapter
 from scaler.sources import PrometheusSource
 from tests.builders import POLICIES
 from tests.dashboards.exporters import RegistryEndpoint
 from tests.dashboards.panel_queries import QUERIES
+from tests.deploy.homelab_configs import (
+    gatus_condition_holds,
+    gatus_config,
+    homepage_value,
+    homepage_widgets,
+)
 from tests.deploy.objects import policies
 from tests.integration.model_servers import LlamaCppServer, VllmServer
 from tests.integration.prometheus import PrometheusServer, ScrapeTarget, prometheus_binary
@@ -91,6 +104,39 @@ def _seed(standin: KubeStandIn) -> None:
             standin.add_pod(
                 policy.target.namespace, f"{policy.model}-0", labels=labels, node=NODES[0]
             )
+
+
+async def _status_as_gatus_and_homepage_see_it(endpoint: ApiEndpoint) -> None:
+    """Poll /status until the shipped Gatus conditions on it pass, then check the rest."""
+    conditions = [
+        c
+        for e in gatus_config()["endpoints"]
+        if e["url"].endswith(STATUS_PATH)
+        for c in e["conditions"]
+    ]
+    deadline = time.monotonic() + WAIT_SECONDS
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(f"{endpoint.url}{STATUS_PATH}", ssl=False) as response:
+                status, body = response.status, await response.json()
+            failing = [
+                c for c in conditions if not gatus_condition_holds(c, status=status, body=body)
+            ]
+            held = body["models"]["mixtral-8x7b"]["heldRequests"]
+            if not failing and held == 1:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"/status: failing {failing}, Mixtral held {held}: {body}")
+            await asyncio.sleep(0.2)
+    jsonschema.Draft202012Validator(
+        STATUS_SCHEMA, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    ).validate(body)
+    assert body["heldRequests"] == 1  # the activator holds nothing for the others (0)
+    for widget in homepage_widgets():
+        for mapping in widget["mappings"]:
+            assert homepage_value(mapping["field"], body) is not None, mapping
+            if "additionalField" in mapping:
+                assert homepage_value(mapping["additionalField"]["field"], body) is not None
 
 
 async def test_every_dashboard_query_finds_data_from_a_running_adapter() -> None:
@@ -173,6 +219,7 @@ async def test_every_dashboard_query_finds_data_from_a_running_adapter() -> None
             except TimeoutError:
                 empty.append(f"{dashboard} / {title}: {expr}")
         assert empty == []
+        await _status_as_gatus_and_homepage_see_it(endpoints[0])
     finally:
         stop.set()
         if task is not None:
