@@ -29,6 +29,7 @@ NOT_OBJECTS = frozenset(
     {
         "kustomization.yaml",
         "prometheus-rule.test.yaml",
+        "prometheus-rule-slo-cost.test.yaml",
         "scrape-configs.yaml",
         "gatus-endpoints.yaml",
         "homepage-services.yaml",
