@@ -23,6 +23,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 import jsonschema
@@ -37,7 +38,12 @@ from scaler.core import Engine, ModelClass
 from scaler.live.serve import ServeOptions, build_adapter, run_adapter
 from scaler.sources import PrometheusSource
 from tests.builders import POLICIES
-from tests.dashboards.exporters import RegistryEndpoint
+from tests.dashboards.exporters import (
+    ClusterExporter,
+    RegistryEndpoint,
+    model_pods,
+    recording_rules_file,
+)
 from tests.dashboards.panel_queries import QUERIES
 from tests.deploy.homelab_configs import (
     gatus_condition_holds,
@@ -139,9 +145,10 @@ async def _status_as_gatus_and_homepage_see_it(endpoint: ApiEndpoint) -> None:
                 assert homepage_value(mapping["additionalField"]["field"], body) is not None
 
 
-async def test_every_dashboard_query_finds_data_from_a_running_adapter() -> None:
-    """With the adapter, model servers and activator metrics scraped, every panel query of
-    every dashboard returns data (none is left empty on a working install)."""
+async def test_every_dashboard_query_finds_data_from_a_running_adapter(tmp_path: Path) -> None:
+    """With the adapter, model servers, activator metrics and the cluster's pod series
+    scraped, and scaler's recording rules evaluated, every panel query of every dashboard
+    returns data (none is left empty on a working install)."""
     if prometheus_binary() is None:
         pytest.fail("Prometheus is not installed (scripts/test installs it)", pytrace=False)
     shipped = policies()
@@ -160,7 +167,12 @@ async def test_every_dashboard_query_finds_data_from_a_running_adapter() -> None
     activator.forwarded.labels(model="tinyllama").inc()
     activator_endpoint = RegistryEndpoint(activator.exposition)
     activator_endpoint.start()
-    prometheus = AdapterScrapingPrometheus()
+    vllm = [p.model for p in shipped.values() if p.engine is Engine.VLLM]
+    cluster = RegistryEndpoint(
+        ClusterExporter(model_pods(shipped.values()), vllm_models=vllm).exposition
+    )
+    cluster.start()
+    prometheus = AdapterScrapingPrometheus(rule_files=[recording_rules_file(tmp_path)])
     prometheus.start()
     stop = asyncio.Event()
     endpoints: list[ApiEndpoint] = []
@@ -196,6 +208,7 @@ async def test_every_dashboard_query_finds_data_from_a_running_adapter() -> None
         targets.append(
             ScrapeTarget(activator_endpoint.address, {"namespace": "cortex"}, "scaler-activator")
         )
+        targets.append(ScrapeTarget(cluster.address, {}, "cluster"))
         prometheus.reload(targets)
         await prometheus.wait_for_async(f'up{{instance="{adapter_address}"}} == 1')
 
@@ -227,6 +240,7 @@ async def test_every_dashboard_query_finds_data_from_a_running_adapter() -> None
         await source.aclose()
         prometheus.stop()
         activator_endpoint.stop()
+        cluster.stop()
         for server in servers.values():
             server.stop()
         await standin.close()
