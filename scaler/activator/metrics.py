@@ -20,8 +20,9 @@ from scaler.api.metric_names import (
 )
 
 # Held requests wait from milliseconds (a warm model that was being probed) to minutes (a
-# Mixtral cold start from a cold page cache).
-WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 90, 120, 180, 240, 300, 600)
+# Mixtral cold start from a cold page cache). Every shipped policy's slo.queueWaitSeconds (2,
+# 10, 15, 90) is a bound, so the live SLO recording rules read the exact threshold.
+WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 2.5, 5, 10, 15, 20, 30, 60, 90, 120, 180, 240, 300, 600)
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 """The exposition format served on /metrics (Prometheus text 0.0.4)."""

@@ -25,12 +25,14 @@ from multidict import CIMultiDictProxy
 PROBE_PATHS: Final = frozenset({"/healthz", "/livez", "/readyz"})
 """Always allowed: kubelet probes carry no client certificate."""
 
-PUBLIC_PATHS: Final = PROBE_PATHS | {"/metrics"}
-"""Served without authentication by default: the probes, and the self-metrics, which
-Prometheus scrapes without the aggregator's front-proxy certificate. /metrics carries
-replica counts, signal values and latencies, the same figures the external metrics API
-serves to the HPA, and no secret. Whoever reaches port 6443 can read it (the NetworkPolicy
-admits the API server, which dials from outside the pod network, so it cannot narrow this)."""
+PUBLIC_PATHS: Final = PROBE_PATHS | {"/metrics", "/status"}
+"""Served without authentication by default: the probes, the self-metrics, which
+Prometheus scrapes without the aggregator's front-proxy certificate, and /status, which
+Gatus and Homepage read the same way. /metrics carries replica counts, signal values and
+latencies, the same figures the external metrics API serves to the HPA, and no secret;
+/status a subset of them (states, replica counts, reasons, held requests). Whoever reaches
+port 6443 can read them (the NetworkPolicy admits the API server, which dials from outside
+the pod network, so it cannot narrow this)."""
 
 AUTHENTICATED_GROUP: Final = "system:authenticated"
 ANONYMOUS_USER: Final = "system:anonymous"

@@ -37,6 +37,7 @@ from scaler.api.listener import ConnectionLimits, ListenerSite
 from scaler.api.metric_names import EXTERNAL_METRICS
 from scaler.api.selector import Operator, Requirement, Selector, SelectorError, parse_selector
 from scaler.api.selfmetrics import EXPOSITION_CONTENT_TYPE, Health, SelfMetrics
+from scaler.api.status import STATUS_PATH, StatusPage
 from scaler.api.store import DecisionStore, StaleMetricError, UnknownMetricError
 from scaler.api.value_list import MODEL_LABEL, render_item, render_value_list
 
@@ -335,10 +336,12 @@ def build_app(
     authenticator: Authenticator,
     clock: Clock = time.time,
     namespaces: Mapping[str, str] | None = None,
+    status: StatusPage | None = None,
 ) -> web.Application:
     """The API application. `namespaces` maps each model to the namespace it is served in.
 
-    Without `namespaces`, every model is served in every namespace (dry runs, tests).
+    Without `namespaces`, every model is served in every namespace (dry runs, tests). With
+    `status`, /status is served too (``scaler.api.status``).
     """
     by_namespace: dict[str, set[str]] | None = None
     if namespaces is not None:
@@ -367,6 +370,7 @@ def build_app(
         ("/readyz", routes.readyz),
         ("/metrics", routes.self_metrics),
         ("/debug/decisions", routes.decisions),
+        *(() if status is None else ((STATUS_PATH, status.endpoint),)),
         # The aggregator downloads OpenAPI specs and skips a 404 gracefully.
         ("/openapi/v2", routes.not_found),
         ("/openapi/v3", routes.not_found),

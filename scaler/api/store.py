@@ -162,6 +162,15 @@ class DecisionStore:
         """The newest decision for `model`, None before the first tick."""
         return self._snapshot.latest.get(model)
 
+    def latest_on_data(self, model: str) -> Decision | None:
+        """The newest decision for `model` made on real data (what freshness is judged by)."""
+        return self._last_good.get(model)
+
+    @property
+    def staleness_seconds(self) -> float:
+        """How long the last decision made on data stays fresh."""
+        return self._staleness
+
     def recent(self, limit: int | None = None) -> list[Decision]:
         """The newest decisions first, at most `limit` of them."""
         items = list(reversed(self._history))

@@ -218,6 +218,76 @@ def _activator_row(dashboard: Dashboard) -> Dashboard:
     return dashboard
 
 
+def _pods_row(dashboard: Dashboard) -> Dashboard:
+    m = MODEL_MATCHER
+    dashboard = dashboard.with_row(Row("Pods, live SLO and cost"))
+    panels = [
+        graph(
+            "Memory per pod",
+            [
+                Query(q.pod_memory_working_set(), "{{pod}} working set"),
+                Query(q.pod_memory_request(), "{{pod}} request"),
+            ],
+            unit="bytes",
+            description="cAdvisor's working set of each model pod (the kubelet evicts and "
+            "the kernel OOM-kills on it) against its memory request (= placement.memoryGiB, "
+            "what scaler's placement reserves).",
+            width=12,
+        ),
+        graph(
+            "CPU per pod",
+            [
+                Query(q.pod_cpu_usage(), "{{pod}} used"),
+                Query(q.pod_cpu_request(), "{{pod}} request"),
+            ],
+            unit="short",
+            description="Cores used by each model pod (cAdvisor) against its CPU request.",
+            width=12,
+        ),
+        graph(
+            "Ready pods",
+            [
+                Query(q.ready_pods(), "ready (kube-state-metrics)"),
+                Query(q.model_gauge(names.DESIRED_REPLICAS, m), "desired (scaler)"),
+            ],
+            description="Pods whose Ready condition is true, as Kubernetes reports them, "
+            "against what scaler asks for; the gap is replicas loading or unschedulable.",
+            width=8,
+        ),
+        graph(
+            "Live SLO attainment",
+            [
+                Query(q.slo_attainment(m), "attained ({{measured}})"),
+                Query(q.slo_target(m), "target (slo.percentile)"),
+            ],
+            unit="percentunit",
+            description="Share of the last 5 minutes' requests that waited at most "
+            "slo.queueWaitSeconds, the simulator's SLO attainment. vLLM: the engine's queue "
+            "time (engine_queue). llama.cpp has no queue-time series: only the activator's "
+            "holds and timeouts count (activator_hold), a wait for a slot inside "
+            "llama-server is not seen.",
+            width=8,
+        ),
+        graph(
+            "Memory requested (GiB)",
+            [Query(q.memory_requested_gib(m), "requested")],
+            unit="short",
+            description="GiB the model's pods request now (0 at zero replicas).",
+            width=4,
+        ),
+        single_stat(
+            "GiB-hours (range)",
+            [Query(q.gib_hours(m))],
+            description="Requested GiB × hours over the dashboard's range: the cost figure "
+            "the simulator reports (gib_hours).",
+            width=4,
+        ),
+    ]
+    for panel in panels:
+        dashboard = dashboard.with_panel(panel)
+    return dashboard
+
+
 def build() -> DashboardModel:
     """The model detail dashboard."""
     dashboard = (
@@ -231,6 +301,13 @@ def build() -> DashboardModel:
         .with_variable(datasource_variable())
         .with_variable(model_variable(names.DESIRED_REPLICAS, multi=False))
     )
-    for row in (_decision_row, _sizing_row, _signal_row, _cold_start_row, _activator_row):
+    for row in (
+        _decision_row,
+        _sizing_row,
+        _signal_row,
+        _cold_start_row,
+        _activator_row,
+        _pods_row,
+    ):
         dashboard = row(dashboard)
     return dashboard.build()

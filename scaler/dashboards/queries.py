@@ -123,3 +123,80 @@ def api_requests_by_code() -> str:
 def scale_writes(matcher: str) -> str:
     """Writes to the scale subresource per second, by model and result."""
     return f"sum by (model, result) (rate({names.SCALE_WRITES}{{{matcher}}}[{RATE}]))"
+
+
+# --- the model pods, from the kubelet's cAdvisor and kube-state-metrics --------------------
+
+MODEL_NAMESPACE = "cortex"
+"""Where the shipped policies' Deployments live (``target.namespace``)."""
+
+GIB = 1024**3
+
+SLO_ATTAINMENT = "scaler:slo_attainment:ratio_rate5m"
+SLO_TARGET = "scaler:slo_attainment_target:ratio"
+MEMORY_REQUESTED_GIB = "scaler:memory_requested_gib:sum"
+"""Recording rules of manifests/monitoring/prometheus-rule-slo-cost.yaml."""
+
+
+def pod_matcher(model_variable: str = "$model") -> str:
+    """The pods of the selected models' Deployments (``<deployment>-<hash>-<id>``), in the
+    models' namespace; cAdvisor and kube-state-metrics carry pod names, not pod labels."""
+    return f'namespace="{MODEL_NAMESPACE}", pod=~"({model_variable})-[a-z0-9]+-[a-z0-9]+"'
+
+
+def _containers(metric: str) -> str:
+    # cAdvisor also reports the pod's cgroup (container="") and the pause container ("POD"):
+    # counting them too would double the pod's usage.
+    return f'{metric}{{{pod_matcher()}, container!="", container!="POD"}}'
+
+
+def pod_memory_working_set() -> str:
+    """Working-set bytes per model pod (what the kubelet's OOM decisions look at)."""
+    return f"sum by (pod) ({_containers('container_memory_working_set_bytes')})"
+
+
+def pod_memory_request() -> str:
+    """Memory requested per model pod (kube-state-metrics)."""
+    return (
+        f'sum by (pod) (kube_pod_container_resource_requests{{{pod_matcher()}, resource="memory"}})'
+    )
+
+
+def pod_cpu_usage() -> str:
+    """CPU cores used per model pod."""
+    return f"sum by (pod) (rate({_containers('container_cpu_usage_seconds_total')}[{RATE}]))"
+
+
+def pod_cpu_request() -> str:
+    """CPU cores requested per model pod (kube-state-metrics)."""
+    return f'sum by (pod) (kube_pod_container_resource_requests{{{pod_matcher()}, resource="cpu"}})'
+
+
+def ready_pods() -> str:
+    """Pods of the selected model whose Ready condition is true (kube-state-metrics)."""
+    return f'sum(kube_pod_status_ready{{{pod_matcher()}, condition="true"}})'
+
+
+def slo_attainment(matcher: str) -> str:
+    """Live share of requests within the SLO's queue wait, per model and what is measured."""
+    return f"max by (model, measured) ({SLO_ATTAINMENT}{{{matcher}}})"
+
+
+def slo_target(matcher: str) -> str:
+    """The policy's slo.percentile / 100, per model."""
+    return f"max by (model) ({SLO_TARGET}{{{matcher}}})"
+
+
+def memory_requested_gib(matcher: str) -> str:
+    """GiB of memory the model's pods request now."""
+    return f"max by (model) ({MEMORY_REQUESTED_GIB}{{{matcher}}})"
+
+
+def gib_hours(matcher: str, window: str = "$__range", window_seconds: str = "$__range_s") -> str:
+    """GiB-hours the model's pods requested over `window`, as the simulator reports cost:
+    the mean requested GiB over the window times its length in hours (the rule records 0 at
+    zero replicas, so the mean counts that time)."""
+    return (
+        f"max by (model) (avg_over_time({MEMORY_REQUESTED_GIB}{{{matcher}}}[{window}]))"
+        f" * {window_seconds} / 3600"
+    )

@@ -43,11 +43,13 @@ from scaler.api.auth import (
 from scaler.api.listener import return_freed_connection_memory
 from scaler.api.selfmetrics import Health, SelfMetrics
 from scaler.api.server import ApiEndpoint, build_app, serve_api
+from scaler.api.status import HeldRequests, StatusPage
 from scaler.api.store import DecisionStore
 from scaler.api.tls import service_hosts, serving_ssl_context
 from scaler.core import ModelPolicy
 from scaler.live.actuator import Actuator
 from scaler.live.cluster_reader import ClusterReader
+from scaler.live.holds import HoldsSource, SourceWithHolds
 from scaler.live.kube import KubernetesApi, KubernetesError
 from scaler.live.leader import RETRY_SECONDS, LeaderElector
 from scaler.live.loop import ControlLoop, KubernetesSide, MetricsSource
@@ -200,6 +202,7 @@ class Adapter:
     elector: LeaderElector | None
     authenticator: Authenticator
     api: KubernetesApi | None
+    held: HeldRequests  # the activator's held requests, for /status
 
 
 async def build_adapter(
@@ -239,6 +242,9 @@ async def build_adapter(
             actuator=Actuator(api=api, metrics=metrics, identity=identity, clock=clock),
             elector=elector,
         )
+    held = HeldRequests()
+    if isinstance(source, HoldsSource):  # test fakes may read signals only
+        source = SourceWithHolds(source, held, clock=clock)
     loop = ControlLoop(
         policies=policies,
         source=source,
@@ -261,6 +267,7 @@ async def build_adapter(
         elector=elector,
         authenticator=authenticator,
         api=api,
+        held=held,
     )
 
 
@@ -302,6 +309,13 @@ async def serving(
         authenticator=adapter.authenticator,
         clock=clock,
         namespaces={p.model: p.target.namespace for p in adapter.policies},
+        status=StatusPage(
+            store=adapter.store,
+            classes={p.model: p.model_class.value for p in adapter.policies},
+            held=adapter.held,
+            ready=lambda: adapter.health.ready,
+            clock=clock,
+        ),
     )
     async with serve_api(app, host=host, port=port, ssl_context=ssl_context) as endpoint:
         _log.info(

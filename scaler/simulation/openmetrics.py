@@ -53,7 +53,7 @@ from scaler.core import Decision, Signal
 from scaler.simulation.engine import SimulationResult
 
 ACTIVATOR_WAIT_BUCKETS = (
-    0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 90, 120, 180, 240, 300, 600,
+    0.05, 0.1, 0.25, 0.5, 1, 2, 2.5, 5, 10, 15, 20, 30, 60, 90, 120, 180, 240, 300, 600,
 )  # fmt: skip
 """The activator's wait buckets (``scaler.activator.metrics.WAIT_BUCKETS``, a sibling layer the
 simulator may not import; a test keeps the two equal)."""

@@ -41,6 +41,7 @@ import structlog
 
 from scaler.core import Engine, ModelPolicy, Signal
 from scaler.sources.templates import (
+    ACTIVATOR_PENDING,
     MODEL_LABEL,
     SERIES_LABEL,
     PlannedQuery,
@@ -272,6 +273,28 @@ class PrometheusSource:
         if not isinstance(document, dict) or not isinstance(document.get("data"), dict):
             raise QueryError("answer is not a Prometheus API response")
         return document["data"].get("result")
+
+    # --- the activator's held requests (/status) -------------------------------------------
+
+    async def held_requests(self, policies: Sequence[ModelPolicy]) -> Mapping[str, float]:
+        """Requests the activator holds now per model (its pending gauge, summed over activator
+        replicas); one query. A model without activator series is absent (unknown, not 0).
+        Raises QueryError when the query fails."""
+        if not policies:
+            return {}
+        models = sorted({p.model for p in policies})
+        selector = model_matcher(self.model_label, models)
+        query = f"sum by ({self.model_label}) ({ACTIVATOR_PENDING}{{{selector}}})"
+        series, _, error = await self._query(query)
+        if error is not None:
+            raise QueryError(error)
+        counts: dict[str, float] = {}
+        for one in series:
+            model = one.labels.get(self.model_label)
+            if model in models and _usable(one.value):
+                assert one.value is not None
+                counts[model] = one.value
+        return counts
 
     # --- replicas (--no-kubernetes) --------------------------------------------------------
 

@@ -6,7 +6,12 @@ import json
 
 from scaler.dashboards import render_all
 
-SUBSTITUTIONS = {"$model": ".+", "$__rate_interval": "1m", "$__range": "1h"}
+SUBSTITUTIONS = {
+    "$model": ".+",
+    "$__rate_interval": "1m",
+    "$__range_s": "3600",  # before $__range, its prefix
+    "$__range": "1h",
+}
 """What Grafana puts in for "All" models, a 1 s scrape's rate window and a 1 h range."""
 
 

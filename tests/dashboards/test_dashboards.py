@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from scaler.api import metric_names
@@ -23,7 +24,24 @@ from tests.deploy.promql import series_names
 
 COMMITTED = ROOT / DEFAULT_OUT
 PANEL_TYPES = frozenset({"row", "timeseries", "stat"})
-GRAFANA_VARIABLES = frozenset({"__rate_interval", "__range", "__interval"})
+GRAFANA_VARIABLES = frozenset({"__rate_interval", "__range", "__range_s", "__interval"})
+CLUSTER_SERIES = frozenset(
+    {
+        "container_memory_working_set_bytes",  # the kubelet's cAdvisor
+        "container_cpu_usage_seconds_total",
+        "kube_pod_container_resource_requests",  # kube-state-metrics
+        "kube_pod_status_ready",
+    }
+)
+"""Series the dashboards read that the cluster's own exporters provide, not scaler."""
+RECORDED = frozenset(
+    rule["record"]
+    for group in yaml.safe_load(
+        (ROOT / "manifests" / "monitoring" / "prometheus-rule-slo-cost.yaml").read_text()
+    )["spec"]["groups"]
+    for rule in group["rules"]
+)
+"""What scaler's recording rules record (prometheus-rule-slo-cost.yaml)."""
 
 
 def _dashboards() -> dict[str, dict[str, Any]]:
@@ -111,7 +129,8 @@ def test_queries_use_only_defined_variables(name: str) -> None:
 
 @pytest.mark.parametrize("name", DASHBOARD_NAMES)
 def test_queries_read_only_exported_metric_names(name: str) -> None:
-    """Every series a panel reads is one scaler.api.metric_names exports."""
+    """Every series a panel reads is one scaler.api.metric_names exports, one of scaler's
+    recording rules records, or a named cAdvisor / kube-state-metrics series."""
     exported = {
         value
         for key, value in vars(metric_names).items()
@@ -124,6 +143,7 @@ def test_queries_read_only_exported_metric_names(name: str) -> None:
         metric_names.ACTIVATOR_WAIT,
     }
     exported |= {f"{h}_{suffix}" for h in histograms for suffix in ("bucket", "count", "sum")}
+    exported |= CLUSTER_SERIES | RECORDED
     for expr in _exprs(_dashboards()[name]):
         names = series_names(re.sub(r"\$\{?\w+\}?", "1m", expr))
         assert names, expr

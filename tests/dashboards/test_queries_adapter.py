@@ -7,7 +7,11 @@ Deployments, pods, the Lease, events), and Prometheus scrapes its /metrics over 
 way the ServiceMonitor does. The activator side is the activator's own metrics registry
 holding one request for Mixtral, which wakes it: the adapter writes scale 0 -> 1, the test
 plays the Deployment controller (the replica becomes ready) and the adapter records the
-cold start. Then every panel query of every dashboard must return at least one sample.
+cold start. Then every panel query of every dashboard must return at least one sample, and
+the adapter's /status (fetched without a client certificate, as Gatus and Homepage do) must
+match its JSON Schema, carry the held request read back through Prometheus, pass every
+condition of the shipped Gatus endpoints on /status and fill every field of the Homepage
+widget.
 
 The adapter runs without --allow-anonymous, as in the cluster: Prometheus has no front-proxy
 client certificate, so the scrape proves /metrics is served without one.
@@ -19,19 +23,34 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import aiohttp
+import jsonschema
 import pytest
 import trustme
 
 from scaler.activator.metrics import ActivatorMetrics
 from scaler.api.auth import CONFIGMAP_NAME, CONFIGMAP_NAMESPACE
 from scaler.api.server import ApiEndpoint
+from scaler.api.status import STATUS_PATH, STATUS_SCHEMA
 from scaler.core import Engine, ModelClass
 from scaler.live.serve import ServeOptions, build_adapter, run_adapter
 from scaler.sources import PrometheusSource
 from tests.builders import POLICIES
-from tests.dashboards.exporters import RegistryEndpoint
+from tests.dashboards.exporters import (
+    ClusterExporter,
+    RegistryEndpoint,
+    model_pods,
+    recording_rules_file,
+)
 from tests.dashboards.panel_queries import QUERIES
+from tests.deploy.homelab_configs import (
+    gatus_condition_holds,
+    gatus_config,
+    homepage_value,
+    homepage_widgets,
+)
 from tests.deploy.objects import policies
 from tests.integration.model_servers import LlamaCppServer, VllmServer
 from tests.integration.prometheus import PrometheusServer, ScrapeTarget, prometheus_binary
@@ -93,9 +112,43 @@ def _seed(standin: KubeStandIn) -> None:
             )
 
 
-async def test_every_dashboard_query_finds_data_from_a_running_adapter() -> None:
-    """With the adapter, model servers and activator metrics scraped, every panel query of
-    every dashboard returns data (none is left empty on a working install)."""
+async def _status_as_gatus_and_homepage_see_it(endpoint: ApiEndpoint) -> None:
+    """Poll /status until the shipped Gatus conditions on it pass, then check the rest."""
+    conditions = [
+        c
+        for e in gatus_config()["endpoints"]
+        if e["url"].endswith(STATUS_PATH)
+        for c in e["conditions"]
+    ]
+    deadline = time.monotonic() + WAIT_SECONDS
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(f"{endpoint.url}{STATUS_PATH}", ssl=False) as response:
+                status, body = response.status, await response.json()
+            failing = [
+                c for c in conditions if not gatus_condition_holds(c, status=status, body=body)
+            ]
+            held = body["models"]["mixtral-8x7b"]["heldRequests"]
+            if not failing and held == 1:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"/status: failing {failing}, Mixtral held {held}: {body}")
+            await asyncio.sleep(0.2)
+    jsonschema.Draft202012Validator(
+        STATUS_SCHEMA, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    ).validate(body)
+    assert body["heldRequests"] == 1  # the activator holds nothing for the others (0)
+    for widget in homepage_widgets():
+        for mapping in widget["mappings"]:
+            assert homepage_value(mapping["field"], body) is not None, mapping
+            if "additionalField" in mapping:
+                assert homepage_value(mapping["additionalField"]["field"], body) is not None
+
+
+async def test_every_dashboard_query_finds_data_from_a_running_adapter(tmp_path: Path) -> None:
+    """With the adapter, model servers, activator metrics and the cluster's pod series
+    scraped, and scaler's recording rules evaluated, every panel query of every dashboard
+    returns data (none is left empty on a working install)."""
     if prometheus_binary() is None:
         pytest.fail("Prometheus is not installed (scripts/test installs it)", pytrace=False)
     shipped = policies()
@@ -114,7 +167,12 @@ async def test_every_dashboard_query_finds_data_from_a_running_adapter() -> None
     activator.forwarded.labels(model="tinyllama").inc()
     activator_endpoint = RegistryEndpoint(activator.exposition)
     activator_endpoint.start()
-    prometheus = AdapterScrapingPrometheus()
+    vllm = [p.model for p in shipped.values() if p.engine is Engine.VLLM]
+    cluster = RegistryEndpoint(
+        ClusterExporter(model_pods(shipped.values()), vllm_models=vllm).exposition
+    )
+    cluster.start()
+    prometheus = AdapterScrapingPrometheus(rule_files=[recording_rules_file(tmp_path)])
     prometheus.start()
     stop = asyncio.Event()
     endpoints: list[ApiEndpoint] = []
@@ -150,6 +208,7 @@ async def test_every_dashboard_query_finds_data_from_a_running_adapter() -> None
         targets.append(
             ScrapeTarget(activator_endpoint.address, {"namespace": "cortex"}, "scaler-activator")
         )
+        targets.append(ScrapeTarget(cluster.address, {}, "cluster"))
         prometheus.reload(targets)
         await prometheus.wait_for_async(f'up{{instance="{adapter_address}"}} == 1')
 
@@ -173,6 +232,7 @@ async def test_every_dashboard_query_finds_data_from_a_running_adapter() -> None
             except TimeoutError:
                 empty.append(f"{dashboard} / {title}: {expr}")
         assert empty == []
+        await _status_as_gatus_and_homepage_see_it(endpoints[0])
     finally:
         stop.set()
         if task is not None:
@@ -180,6 +240,7 @@ async def test_every_dashboard_query_finds_data_from_a_running_adapter() -> None
         await source.aclose()
         prometheus.stop()
         activator_endpoint.stop()
+        cluster.stop()
         for server in servers.values():
             server.stop()
         await standin.close()

@@ -13,7 +13,10 @@ Two sources of data, two tests per query:
   backfilled with `promtool tsdb create-blocks-from openmetrics`, Prometheus started on the
   blocks. Every query must return data there, except the few in `ADAPTER_INTERNAL`: they
   read the adapter's own API and Prometheus-client timings, which a simulation has not got
-  (the simulator does not invent them); those must still parse and run.
+  (the simulator does not invent them); those must still parse and run. Likewise the
+  queries of `CLUSTER_ONLY` panels that read only cAdvisor, kube-state-metrics or recording
+  rule series (the live exporters above serve those under their real names, and Prometheus
+  evaluates the real rules there).
 
 Template variables are substituted as Grafana would for "All": ``$model`` -> ``.+``,
 ``$__rate_interval`` -> ``1m``, ``$__range`` -> ``1h``.
@@ -32,9 +35,15 @@ from typer.testing import CliRunner
 from scaler.activator.metrics import ActivatorMetrics, RejectReason
 from scaler.api.selfmetrics import SelfMetrics
 from scaler.cli import app
-from scaler.core import Signal
+from scaler.core import Engine, Signal
+from scaler.dashboards import queries as q
 from tests.builders import Driver, homelab, make_policy, signals
-from tests.dashboards.exporters import RegistryEndpoint
+from tests.dashboards.exporters import (
+    ClusterExporter,
+    RegistryEndpoint,
+    model_pods,
+    recording_rules_file,
+)
 from tests.dashboards.panel_queries import IDS, QUERIES
 from tests.deploy.objects import policies
 from tests.deploy.promql import series_names
@@ -78,16 +87,23 @@ class _Exporters:
         }
         self._stop = threading.Event()
         self.endpoint = RegistryEndpoint(self.adapter.exposition, self.activator.exposition)
+        shipped = policies().values()
+        vllm = [p.model for p in shipped if p.engine is Engine.VLLM]
+        self.cluster = RegistryEndpoint(
+            ClusterExporter(model_pods(shipped), vllm_models=vllm).exposition
+        )
         self._feeder = threading.Thread(target=self._feed, daemon=True)
 
     def start(self) -> None:
         self.endpoint.start()
+        self.cluster.start()
         self._feeder.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._feeder.join(timeout=5)
         self.endpoint.stop()
+        self.cluster.stop()
 
     def _tick(self, tick: int) -> None:
         adapter, activator = self.adapter, self.activator
@@ -121,15 +137,23 @@ class _Exporters:
 
 
 @pytest.fixture(scope="module")
-def live() -> Iterator[PrometheusServer]:
-    """Prometheus scraping the live exporters every second."""
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    """Prometheus scraping the live exporters every second and evaluating scaler's
+    recording rules."""
     _require_prometheus()
     exporters = _Exporters()
     exporters.start()
-    server = PrometheusServer()
+    rules = recording_rules_file(tmp_path_factory.mktemp("rules"))
+    server = PrometheusServer(rule_files=[rules])
     try:
         labels = {"namespace": "scaler-system"}
-        server.start([ScrapeTarget(exporters.endpoint.address, labels, "scaler")])
+        server.start(
+            [
+                ScrapeTarget(exporters.endpoint.address, labels, "scaler"),
+                # The cluster's series carry their own namespace and pod labels.
+                ScrapeTarget(exporters.cluster.address, {}, "cluster"),
+            ]
+        )
         server.wait_for_targets(timeout=WAIT_SECONDS)
         yield server
     finally:
@@ -198,6 +222,28 @@ ADAPTER_INTERNAL: dict[tuple[str, str], str] = {
 }
 """Panels (dashboard, title) that read adapter internals a simulation has not got, and why."""
 
+CLUSTER_ONLY: dict[tuple[str, str], str] = {
+    ("scaler-model-detail.json", "Memory per pod"): (
+        "cAdvisor and kube-state-metrics series of real pods: the simulator's replicas have "
+        "no cgroups (their memory is the policy's placement.memoryGiB, already in gib_hours)"
+    ),
+    ("scaler-model-detail.json", "CPU per pod"): "cAdvisor and kube-state-metrics, as above",
+    ("scaler-model-detail.json", "Ready pods"): (
+        "kube-state-metrics' pod conditions; the simulated ready count is on the Replicas panel"
+    ),
+    ("scaler-model-detail.json", "Live SLO attainment"): (
+        "recording rules evaluated by a running Prometheus, not by backfill; the simulator "
+        "reports the same figure itself (slo_attainment in --json)"
+    ),
+    ("scaler-model-detail.json", "Memory requested (GiB)"): (
+        "a recording rule over kube-state-metrics; the simulator reports gib_hours itself"
+    ),
+    ("scaler-model-detail.json", "GiB-hours (range)"): "the same recording rule, over the range",
+}
+"""Panels reading the cluster's exporters or scaler's recording rules, which a backfilled
+simulation has not got, and why. Unlike ADAPTER_INTERNAL, a query of such a panel that reads
+any series the simulator exports must still find data."""
+
 
 @pytest.mark.parametrize(("dashboard", "title", "expr"), QUERIES, ids=IDS)
 def test_query_finds_data_on_a_backfilled_simulation(
@@ -205,10 +251,27 @@ def test_query_finds_data_on_a_backfilled_simulation(
 ) -> None:
     """On the simulator's export the query runs and finds data, unless its panel is one of
     the documented adapter-internal ones."""
-    server, last, _ = backfilled
+    server, last, exported = backfilled
     result = server.query(expr, at=last)
-    if (dashboard, title) not in ADAPTER_INTERNAL:
+    exempt = (dashboard, title) in ADAPTER_INTERNAL or (
+        (dashboard, title) in CLUSTER_ONLY and not series_names(expr) & exported
+    )
+    if not exempt:
         assert result, f"{dashboard} / {title}: no data for {expr}"
+
+
+def test_cluster_only_panels_exist_and_read_what_a_simulation_lacks(
+    backfilled: tuple[PrometheusServer, float, set[str]],
+) -> None:
+    """Each CLUSTER_ONLY panel is a panel with a query that reads no exported series, so the
+    exemption covers only what a simulation cannot have."""
+    _, _, exported = backfilled
+    by_panel: dict[tuple[str, str], list[str]] = {}
+    for name, title, expr in QUERIES:
+        by_panel.setdefault((name, title), []).append(expr)
+    for panel in CLUSTER_ONLY:
+        assert panel in by_panel, f"{panel} is no longer a panel: drop it from CLUSTER_ONLY"
+        assert any(not series_names(e) & exported for e in by_panel[panel]), panel
 
 
 def test_adapter_internal_panels_read_no_exported_series(
@@ -229,3 +292,18 @@ def test_substitution_leaves_no_template_variable() -> None:
     """Every query is plain PromQL once the variables are substituted."""
     for _, _, expr in QUERIES:
         assert not re.search(r"\$\{?[A-Za-z_]", expr), expr
+
+
+def test_pod_queries_count_each_container_once(live: PrometheusServer) -> None:
+    """Memory per pod is the server container's working set: the pod cgroup's series
+    (container="") and the pause container's are left out, and the request is the policy's."""
+    tinyllama = make_policy("tinyllama")
+    pod = f"{tinyllama.target.deployment}-5d8f7c9b4-x2k4p"
+    gib = tinyllama.placement.memory_gib * 1024**3
+    for expr, expected in (
+        (q.pod_memory_working_set(), 0.8 * gib),
+        (q.pod_memory_request(), gib),
+    ):
+        expr = expr.replace("$model", "tinyllama")
+        samples = live.wait_for(expr, bool, timeout=WAIT_SECONDS)
+        assert {s.labels["pod"]: s.value for s in samples} == {pod: pytest.approx(expected)}

@@ -25,8 +25,18 @@ MANIFESTS = ROOT / "manifests"
 Obj = dict[str, Any]
 """A Kubernetes object as parsed from YAML (tests only: the manifests are untyped data)."""
 
-NOT_OBJECTS = frozenset({"kustomization.yaml", "prometheus-rule.test.yaml", "scrape-configs.yaml"})
-"""YAML files under manifests/ that are not Kubernetes objects."""
+NOT_OBJECTS = frozenset(
+    {
+        "kustomization.yaml",
+        "prometheus-rule.test.yaml",
+        "prometheus-rule-slo-cost.test.yaml",
+        "scrape-configs.yaml",
+        "gatus-endpoints.yaml",
+        "homepage-services.yaml",
+    }
+)
+"""YAML files under manifests/ that are not Kubernetes objects (Prometheus, Gatus and Homepage
+configuration, promtool tests, kustomize's own)."""
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,41 @@ _RELABEL = {
     "additionalProperties": False,
 }
 
+_ALERTING_RULE: dict[str, Any] = {
+    "type": "object",
+    "required": ["alert", "expr", "labels", "annotations"],
+    "properties": {
+        "alert": {"type": "string", "pattern": "^[A-Z][A-Za-z]+$"},
+        "expr": _STR,
+        "for": _DURATION,
+        "labels": {
+            "type": "object",
+            "required": ["severity"],
+            "properties": {"severity": {"enum": ["critical", "warning", "info"]}},
+        },
+        "annotations": {
+            "type": "object",
+            "required": ["summary", "description"],
+        },
+    },
+    "additionalProperties": False,
+}
+"""An alerting rule as ours are written: CamelCase name, severity, summary and description."""
+
+_RECORDING_RULE: dict[str, Any] = {
+    "type": "object",
+    "required": ["record", "expr"],
+    "properties": {
+        # Prometheus' naming convention level:metric:operations.
+        "record": {"type": "string", "pattern": "^[a-z_]+:[a-z_]+:[a-z0-9_]+$"},
+        "expr": _STR,
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+    "additionalProperties": False,
+}
+"""A recording rule (monitoring.coreos.com/v1 Rule with `record`)."""
+
+
 CRD_SCHEMAS: dict[str, dict[str, Any]] = {
     # helm.toolkit.fluxcd.io/v2 HelmRelease, chartRef form (Flux >= 2.3).
     "HelmRelease": _crd(
@@ -251,29 +286,7 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
                             "name": _STR,
                             "rules": {
                                 "type": "array",
-                                "items": {
-                                    "type": "object",
-                                    "required": ["alert", "expr", "labels", "annotations"],
-                                    "properties": {
-                                        "alert": {"type": "string", "pattern": "^[A-Z][A-Za-z]+$"},
-                                        "expr": _STR,
-                                        "for": _DURATION,
-                                        "labels": {
-                                            "type": "object",
-                                            "required": ["severity"],
-                                            "properties": {
-                                                "severity": {
-                                                    "enum": ["critical", "warning", "info"]
-                                                }
-                                            },
-                                        },
-                                        "annotations": {
-                                            "type": "object",
-                                            "required": ["summary", "description"],
-                                        },
-                                    },
-                                    "additionalProperties": False,
-                                },
+                                "items": {"oneOf": [_ALERTING_RULE, _RECORDING_RULE]},
                             },
                         },
                         "additionalProperties": False,

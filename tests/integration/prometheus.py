@@ -109,8 +109,10 @@ class PrometheusServer:
         binary: str | None = None,
         tsdb_dir: Path | None = None,
         retention: str = "100y",
+        rule_files: Sequence[Path] = (),
     ) -> None:
         self.scrape_interval = scrape_interval
+        self.rule_files = tuple(rule_files)  # evaluated every scrape interval
         self._binary = binary or prometheus_binary()
         self._workdir = Path(tempfile.mkdtemp(prefix="scaler-prometheus-"))
         self.tsdb_dir = tsdb_dir if tsdb_dir is not None else self._workdir / "tsdb"
@@ -336,6 +338,8 @@ class PrometheusServer:
             },
             "scrape_configs": scrape_configs,
         }
+        if self.rule_files:
+            config["rule_files"] = [str(path) for path in self.rule_files]
         # JSON is YAML: no YAML emitter quirks with label values such as "on" or "0".
         self._config_path.write_text(json.dumps(config, indent=2))
 
