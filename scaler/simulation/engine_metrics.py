@@ -400,6 +400,8 @@ def _vllm(
     generated = _ramps(
         np.where(done, served.prefilled, 0.0), np.where(done, served.end, 0.0), rates, at
     )
+    # Whole tokens, and never down for float rounding in the sum of ramps.
+    generated = np.maximum.accumulate(np.floor(generated + 1e-6))
     family("vllm:generation_tokens_total", "counter").add(
         "vllm:generation_tokens_total", labels, _points(at, generated)
     )

@@ -104,8 +104,11 @@ ENGINE_NAMES = {
 }
 
 
-class MissingSeriesError(LookupError):
-    """A series a figure needs has no sample in the range; the message names it."""
+def queries_per_model(engine: Engine) -> int:
+    """Range queries `HistoryReader.read` sends for a model of `engine`."""
+    # requests, timeouts, held (2), prompt, output, prefill seconds, decode (2), batches (2),
+    # busy, queue, memory, cold starts (2); vLLM adds latency (3) and prefill tokens.
+    return 16 + (4 if ENGINE_NAMES[engine].latency is not None else 0)
 
 
 def selector(names: str, matchers: Sequence[str]) -> str:
@@ -182,16 +185,16 @@ Reporter = Callable[[str], None]
 class HistoryReader:
     """Reads `ModelHistory` for policies from one Prometheus over one grid."""
 
-    def __init__(self, client: PrometheusHistory, grid: Grid, queries_per_model: int = 16) -> None:
+    def __init__(self, client: PrometheusHistory, grid: Grid) -> None:
         self.client = client
         self.grid = grid
-        self._per_model = queries_per_model
         self._done = 0.0
         self._total = 0.0
 
-    def plan(self, models: int) -> None:
-        """How many models will be read (for the progress of the whole job)."""
-        self._total = float(models * self._per_model * self.grid.count)
+    def plan(self, policies: Sequence[ModelPolicy], *, nodes: bool = True) -> None:
+        """Which models (and whether the nodes) will be read: the whole job's progress."""
+        queries = sum(queries_per_model(p.engine) for p in policies) + (1 if nodes else 0)
+        self._total = float(queries * self.grid.count)
 
     def _range(self, query: str) -> list[RangeSeries]:
         series = self.client.range(query, self.grid, done=self._done, total=self._total)

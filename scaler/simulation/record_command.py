@@ -122,7 +122,7 @@ def _read(
         bar.run("reading Prometheus")
         client = PrometheusHistory(url, progress=bar)
         reader = HistoryReader(client, grid)
-        reader.plan(len(policies))
+        reader.plan(policies)
         try:
             client.check()
             histories = [reader.read(p) for p in policies]

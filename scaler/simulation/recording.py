@@ -77,6 +77,7 @@ def _model_trace(history: ModelHistory, rng: np.random.Generator) -> tuple[Trace
     prompt = np.asarray(history.prompt_tokens)
     output = np.asarray(history.output_tokens)
     prompt, output, unmatched = _windowed(served + gave_up, prompt, output, step)
+    prompt, output = _whole(prompt), _whole(output)
     if unmatched:
         notes.append(
             f"{history.model}: {unmatched} step(s) with tokens but no request within "
@@ -136,6 +137,13 @@ def _latencies(history: ModelHistory, k: int, rng: np.random.Generator) -> np.nd
         return np.full(count, mean)  # no usable buckets: every request at the mean
     latencies = np.asarray(values) * (mean / (sum(values) / count))
     return rng.permutation(latencies)
+
+
+def _whole(tokens: np.ndarray) -> np.ndarray:
+    """Per-step token shares as integers whose running total stays the rounded running total
+    of the shares (so rounding never adds up over thousands of steps)."""
+    running = np.rint(np.cumsum(tokens))
+    return np.diff(np.concatenate(([0.0], running)))
 
 
 def _split(tokens: float, n: int, rng: np.random.Generator) -> np.ndarray:

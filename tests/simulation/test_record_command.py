@@ -72,3 +72,55 @@ def test_calibrate_refuses_malformed_nodes() -> None:
     with pytest.raises(typer.Exit):
         record_command._parse_nodes("ms01-1=0")
     assert record_command._parse_nodes("a=90, b=45.5") == {"a": 90.0, "b": 45.5}
+
+
+def _history_with_a_reset_and_a_gap() -> str:
+    """30 minutes of one llama.cpp model at 15 s: the activator's counter restarts at minute
+    15 (3 requests since), the pod's prompt counter has no samples for 10 minutes."""
+    start = 1_767_225_600
+    lines = ["# TYPE scaler_activator_forwarded counter"]
+    for k in range(121):
+        value = k if k < 60 else k - 60 + 3  # 59 before the restart, then from 3 again
+        lines.append(
+            f'scaler_activator_forwarded_total{{model="tinyllama"}} {value} {start + 15 * k}'
+        )
+    pod = 'namespace="cortex",model="tinyllama",pod="tinyllama-sim-00001"'
+    for name in ("llamacpp:prompt_tokens", "llamacpp:tokens_predicted"):
+        lines.append(f"# TYPE {name} counter")
+        for k in range(121):
+            if name == "llamacpp:prompt_tokens" and 40 <= k < 80:
+                continue  # a scrape outage longer than Prometheus' 5 min lookback
+            lines.append(f"{name}_total{{{pod}}} {100 * k} {start + 15 * k}")
+    lines.append("# EOF")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.prometheus
+def test_record_reports_a_reset_and_a_gap_and_counts_across_both(tmp_path: Path) -> None:
+    """A counter reset counts from zero (59 + 3 + 60 = 122 requests, not a negative step);
+    a gap is reported with its times, its tokens land after it."""
+    from tests.integration.prometheus import PrometheusServer, create_blocks
+
+    create_blocks(_history_with_a_reset_and_a_gap(), tmp_path / "tsdb")
+    server = PrometheusServer.start_on_blocks(tmp_path / "tsdb")
+    try:
+        out = tmp_path / "trace.csv"
+        result = runner.invoke(
+            app,
+            [
+                "record", "--prometheus-url", server.url,
+                "--policies", str(ROOT / "policies" / "tinyllama.yaml"),
+                "--start", "1767225600", "--end", str(1767225600 + 1800), "--out", str(out),
+            ],
+        )  # fmt: skip
+    finally:
+        server.stop()
+    assert result.exit_code == 0, result.output
+    assert "1 counter reset(s)" in result.output
+    # Samples stop at 00:09:45; Prometheus' 5 min lookback carries the last one to 00:14:45.
+    assert "no sample from 2026-01-01T00:15:00Z to 2026-01-01T00:19:45Z (20 steps)" in (
+        result.output
+    )
+    rows = out.read_text().splitlines()[1:]
+    assert len(rows) == 59 + 3 + 60
+    assert sum(int(r.split(",")[2]) for r in rows) == 100 * 120  # every prompt token

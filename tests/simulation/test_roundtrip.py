@@ -225,3 +225,28 @@ def test_a_range_without_data_is_an_error_naming_what_was_looked_for(trip: Round
         ',namespace="cortex",model="mistral-7b"}'
     )
     assert wanted in result.output
+
+
+def test_progress_counts_every_step_of_every_query_once(trip: RoundTrip) -> None:
+    """Reading all policies and the nodes: progress rises to exactly the planned total, and
+    the client sent exactly the planned queries (one per series family: the range fits one
+    query of at most 10,000 steps)."""
+    from scaler.core import Engine
+    from scaler.policy import load_policies
+    from scaler.simulation.history import HistoryReader, queries_per_model
+    from scaler.sources.history import Grid, PrometheusHistory
+
+    calls: list[tuple[float, float]] = []
+    client = PrometheusHistory(trip.url, progress=lambda done, total: calls.append((done, total)))
+    grid = Grid(trip.start, STEP, int((trip.end - trip.start) // STEP) + 1)
+    reader = HistoryReader(client, grid)
+    policies = load_policies(POLICIES)
+    reader.plan(policies)
+    for policy in policies:
+        reader.read(policy)
+    reader.nodes()
+    planned = sum(queries_per_model(p.engine) for p in policies) + 1
+    assert client.queries == planned
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert calls[-1] == (planned * grid.count, planned * grid.count)
+    assert queries_per_model(Engine.VLLM) > queries_per_model(Engine.LLAMACPP)
