@@ -62,7 +62,7 @@ class Increases:
 
     steps: tuple[float, ...]
     resets: int  # times the value went down (a restart): the new value counts from zero
-    gaps: tuple[tuple[int, int], ...]  # (first, last) step indices without a sample inside
+    gaps: tuple[tuple[int, int], ...]  # (first, last) edge indices without a sample, inside
 
 
 def counter_increases(values: Sequence[float]) -> Increases:
@@ -71,7 +71,9 @@ def counter_increases(values: Sequence[float]) -> Increases:
     `values[k]` is the counter at edge k; step k (1-based edges k-1 → k) gets ``values[k] -
     values[k-1]``. A decrease is a reset (the process restarted): the step gets the new value.
     The first sample of a series that appears after the first edge (a pod that started in
-    the range) counts from zero, as its counter did. A series absent between two
+    the range) counts from zero, as its counter did (a series that lived before the range
+    but had no sample at its first edge would be counted whole: start a range where the
+    series are scraped). A series absent between two
     samples is a gap: those steps get NaN, and the increase across the gap lands on the step
     where the series comes back (nothing is lost, only its timing) (pure).
     """
