@@ -13,6 +13,7 @@ from scaler.live.command import serve_command
 from scaler.modelfiles.command import fetch_model_command
 from scaler.policy import check_policies, fatal
 from scaler.simulation.command import bench, simulate, tune
+from scaler.simulation.record_command import calibrate, record
 from scaler.simulation.scenario import is_scenario_file, validate_scenario
 
 app = typer.Typer(
@@ -67,6 +68,8 @@ app.command("serve")(serve_command)
 app.command()(simulate)
 app.command()(tune)
 app.command()(bench)
+app.command()(record)
+app.command()(calibrate)
 
 
 def main() -> None:

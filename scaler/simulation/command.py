@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Annotated, Self
@@ -94,8 +95,49 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+def _positive(value: float) -> float:
+    if not (value > 0 and value < float("inf")):
+        raise typer.BadParameter(f"must be a positive number, got {value}")
+    return value
+
+
+RateScaleOption = Annotated[
+    float,
+    typer.Option(
+        callback=_positive,
+        help="What-if: scale the traffic's rate (2 = twice the requests: each replayed twice "
+        "or more, copies within a mean gap; 0.5 = every other, thinned at random).",
+    ),
+]
+TimeScaleOption = Annotated[
+    float,
+    typer.Option(
+        callback=_positive,
+        help="What-if: stretch (>1) or compress (<1) the traffic's time; the rate changes by "
+        "its inverse.",
+    ),
+]
+
+
+def what_if(
+    prepared: PreparedScenario, *, rate_scale: float, time_scale: float
+) -> PreparedScenario:
+    """`prepared` with its merged trace time- then rate-scaled (seeded by the scenario)."""
+    if rate_scale == 1.0 and time_scale == 1.0:
+        return prepared
+    trace = prepared.trace.time_scaled(time_scale)
+    if rate_scale != 1.0:
+        trace = trace.rate_scaled(rate_scale, seed=prepared.scenario.seed)
+    return replace(prepared, trace=trace)
+
+
 def _prepare(
-    scenario: Path | None, trace: Sequence[str], policies: Path | None
+    scenario: Path | None,
+    trace: Sequence[str],
+    policies: Path | None,
+    *,
+    rate_scale: float = 1.0,
+    time_scale: float = 1.0,
 ) -> PreparedScenario:
     path = scenario if scenario is not None else default_scenario()
     if path is None:
@@ -113,7 +155,7 @@ def _prepare(
         raise typer.Exit(code=1) from None
     for warning in prepared.warnings:
         typer.echo(f"warning: {warning}", err=True)
-    return prepared
+    return what_if(prepared, rate_scale=rate_scale, time_scale=time_scale)
 
 
 def simulate(
@@ -153,13 +195,17 @@ def simulate(
             "scaler run if it was simulated, else the first policy's.",
         ),
     ] = None,
+    rate_scale: RateScaleOption = 1.0,
+    time_scale: TimeScaleOption = 1.0,
 ) -> None:
     """Replay a scenario through scaler and the baselines; print the summary table."""
     try:
         names = policy_names(baseline or [])
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    prepared = _prepare(scenario, trace or [], policies)
+    prepared = _prepare(
+        scenario, trace or [], policies, rate_scale=rate_scale, time_scale=time_scale
+    )
     results: list[SimulationResult] = []
     with ProgressBar() as bar:
         for name in names:
@@ -207,11 +253,13 @@ def tune(
         int | None, typer.Option(min=1, help="Parallel processes (default: os.cpu_count()).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the candidate sampling.")] = 0,
+    rate_scale: RateScaleOption = 1.0,
+    time_scale: TimeScaleOption = 1.0,
 ) -> None:
     """Search a model's policy parameters; print the cost/SLO frontier; write the best policy."""
     from scaler.simulation.tune import TuneError, frontier_table, tune_policy, write_policy
 
-    prepared = _prepare(scenario, [], policies)
+    prepared = _prepare(scenario, [], policies, rate_scale=rate_scale, time_scale=time_scale)
     if model not in prepared.models:
         raise _fail(f"unknown model {model!r}; expected one of: {', '.join(prepared.models)}")
     with ProgressBar() as bar:

@@ -45,7 +45,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from scaler.core import Decision, ModelPolicy, Observation, Signal
+from scaler.core import Decision, ModelPolicy, Node, Observation, Signal
 from scaler.simulation.autoscaler import Autoscaler, ClusterView, ModelView
 from scaler.simulation.cluster import PodPhase, PodTemplate, VirtualCluster, VirtualPod
 from scaler.simulation.scenario import PreparedScenario
@@ -102,6 +102,7 @@ class PodRecord:
     """One pod's life: created, placed, ready and ended times (NaN: did not happen).
 
     `warm` pods were running before the simulation began: they cost, but loaded nothing.
+    `id` is the pod's number in the run (`SimulationResult.pod` refers to it).
     """
 
     model: int
@@ -110,6 +111,7 @@ class PodRecord:
     ready: float
     ended: float
     warm: bool
+    id: int = -1
 
 
 @dataclass(frozen=True)
@@ -125,9 +127,13 @@ class SimulationResult:
     wall_seconds: float
     arrival: FloatArray
     model: IntArray
+    prompt: IntArray  # prompt tokens of each request (the trace's)
+    output: IntArray  # output tokens of each request
     start: FloatArray  # NaN if never started
     end: FloatArray  # NaN if never completed
     ttft: FloatArray  # NaN if not served
+    prefilled: FloatArray  # end of the prefill (start of decode); NaN if never started
+    pod: IntArray  # id of the pod that served it (`PodRecord.id`); -1 if never started
     status: IntArray  # SERVED or DROPPED
     held: npt.NDArray[np.bool_]  # arrived while the model had no Ready pod, and was held
     holds_requests: bool  # whether the request path held requests at zero Ready pods
@@ -138,6 +144,8 @@ class SimulationResult:
     tick_times: FloatArray  # every tick of the autoscaler
     series: tuple[ModelSeries, ...]
     decisions: tuple[Decision, ...]
+    nodes: tuple[Node, ...] = ()
+    decode_rates: tuple[float, ...] = ()  # per model: one stream's decode tokens/s
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +223,8 @@ class Simulation:
         start = [math.nan] * n
         end = [math.nan] * n
         ttft = [math.nan] * n
+        prefilled = [math.nan] * n
+        served_by = [-1] * n
         status = [PENDING] * n
         held = [False] * n
         last_arrival = arrival_list[-1] if n else 0.0
@@ -250,6 +260,8 @@ class Simulation:
             prefill = prompt_list[request] / rt.prefill
             rate = rt.decode / (1.0 + rt.slowdown * (pod.busy - 1))
             start[request] = now
+            prefilled[request] = now + prefill
+            served_by[request] = pod.id
             ttft[request] = now - arrival_list[request] + prefill + 1.0 / rate
             pod.running[request] = (now + prefill, rate, output_list[request])
             push(now + prefill + output_list[request] / rate, _COMPLETE, pod, request)
@@ -468,7 +480,7 @@ class Simulation:
             self.progress(horizon, horizon)
 
         records = tuple(
-            PodRecord(p.model, p.created, p.placed_at, p.readied_at, p.ended_at, p.warm)
+            PodRecord(p.model, p.created, p.placed_at, p.readied_at, p.ended_at, p.warm, p.id)
             for p in cluster.all_pods()
         )
         series = tuple(_series(rows[m], seen[m], ages[m]) for m in range(n_models))
@@ -487,9 +499,13 @@ class Simulation:
             wall_seconds=wallclock.perf_counter() - started,
             arrival=trace.time,
             model=trace.model,
+            prompt=trace.prompt,
+            output=trace.output,
             start=np.asarray(start, dtype=np.float64),
             end=np.asarray(end, dtype=np.float64),
             ttft=np.asarray(ttft, dtype=np.float64),
+            prefilled=np.asarray(prefilled, dtype=np.float64),
+            pod=np.asarray(served_by, dtype=np.int64),
             status=np.asarray(status, dtype=np.int64),
             held=np.asarray(held, dtype=np.bool_),
             holds_requests=holds,
@@ -500,6 +516,8 @@ class Simulation:
             tick_times=np.asarray(tick_times, dtype=np.float64),
             series=series,
             decisions=decisions,
+            nodes=scenario.cluster_nodes(),
+            decode_rates=tuple(r.decode for r in self.runtimes),
         )
 
 

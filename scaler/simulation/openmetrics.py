@@ -28,12 +28,16 @@ computed from the simulated run:
   the activator's series, as if every request passed the activator: pending requests (the
   queue while no replica was Ready), the wait histogram (arrival to start of the requests
   that arrived while no replica was Ready, observed when forwarded), forwarded requests
-  (every request that started on a pod), and timeouts: held requests still waiting when the
-  run ends, which the engine drops then (their clients gave up); they also count in
+  (every request that started on a pod: on arrival, or when held, at its start), and
+  timeouts: held requests still waiting when the run ends, which the engine drops then
+  (their clients gave up); they also count in
   ``scaler_activator_rejected_total{reason="timeout"}`` as the activator counts its hold
   timeouts. The simulated queue is unbounded and has no body limit, so no other rejection
   reason can happen and none is exported. These counters get one more sample at the end of
   the run, when those requests are dropped.
+
+Then the series the model server pods, cAdvisor and kube-state-metrics would have exposed
+(`scaler.simulation.engine_metrics`), which ``scaler record`` and ``scaler calibrate`` read.
 
 Left out, having no meaning in a simulation: API request latency and the adapter's
 Prometheus query latency, errors and counts.
@@ -50,6 +54,7 @@ import numpy as np
 
 from scaler.api import metric_names
 from scaler.core import Decision, Signal
+from scaler.simulation import engine_metrics
 from scaler.simulation.engine import SimulationResult
 
 ACTIVATOR_WAIT_BUCKETS = (
@@ -313,6 +318,7 @@ def render(result: SimulationResult) -> str:
         )
     if result.holds_requests:
         _activator(out, result, times)
+    out.lines.extend(engine_metrics.render_lines(result, EPOCH))
     out.lines.append("# EOF")
     return "\n".join(out.lines) + "\n"
 
@@ -427,7 +433,10 @@ def _activator(out: _Writer, result: SimulationResult, times: list[float]) -> No
     models = range(len(result.models))
     pending = [np.where(s.ready == 0, s.queue, 0) for s in result.series]
     started = np.isfinite(result.start)
-    forwarded = [result.start[(result.model == m) & started].tolist() for m in models]
+    # The activator forwards a request on arrival when a replica is Ready (the engine may
+    # then queue it), and a held one when the first replica becomes Ready (its start).
+    forwarded_at = np.where(result.held, result.start, result.arrival)
+    forwarded = [forwarded_at[(result.model == m) & started].tolist() for m in models]
     gave_up = [
         [result.duration] * int(np.sum((result.model == m) & result.held & ~started))
         for m in models

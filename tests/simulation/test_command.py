@@ -231,3 +231,35 @@ def test_progress_bar_shows_on_a_terminal_once_a_run_is_long() -> None:
         assert stream.getvalue() == ""  # a short run shows nothing
         bar(50.0, 100.0)
     assert "scaler" in stream.getvalue()
+
+
+def test_simulate_what_if_rate_scale_doubles_the_requests(tiny: Path, tmp_path: Path) -> None:
+    """--rate-scale 2 replays every request twice (whole factors are exact); --time-scale 2
+    stretches the same requests over twice the time."""
+    runs = {}
+    for label, flags in (
+        ("base", []),
+        ("double", ["--rate-scale", "2"]),
+        ("slow", ["--time-scale", "2"]),
+    ):
+        out = tmp_path / f"{label}.json"
+        result = runner.invoke(
+            app,
+            ["simulate", "--scenario", str(tiny), "--baseline", "scaler", "--json", str(out),
+             *flags],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        runs[label] = json.loads(out.read_text())
+    base, double, slow = (
+        {m: f["requests"] for m, f in runs[k]["models"].items()} for k in ("base", "double", "slow")
+    )
+    assert double == {m: 2 * n for m, n in base.items()}
+    assert slow == base
+    assert runs["slow"]["duration_s"] > 1.8 * (runs["base"]["duration_s"] - 600)
+
+
+def test_simulate_refuses_a_non_positive_rate_scale(tiny: Path) -> None:
+    """A rate scale of 0 is refused by the option itself (nothing would be simulated)."""
+    result = runner.invoke(app, ["simulate", "--scenario", str(tiny), "--rate-scale", "0"])
+    assert result.exit_code == 2
+    assert "rate-scale" in result.output

@@ -24,7 +24,7 @@ from tests.simulation.scenario_builders import make_scenario
 MODEL = "mixtral-8x7b"  # its shipped policy scales to zero
 
 Samples = dict[tuple[str, str], list[tuple[float, float]]]
-_LINE = re.compile(r"^(\w+)(\{[^}]*\})? (\S+) (\S+)$")
+_LINE = re.compile(r"^([\w:]+)(\{[^}]*\})? (\S+) (\S+)$")
 
 
 def _parse(text: str) -> Samples:

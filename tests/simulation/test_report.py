@@ -104,7 +104,8 @@ def test_several_reports_serialize_as_a_list(result: SimulationResult) -> None:
 
 
 def test_openmetrics_uses_the_exported_names_and_ends_with_eof(result: SimulationResult) -> None:
-    """Every family is one of scaler.api.metric_names; seconds timestamps; final # EOF."""
+    """Every family is one of scaler.api.metric_names or a model server's, cAdvisor's or
+    kube-state-metrics' (both engines here are llama.cpp); seconds timestamps; final # EOF."""
     text = openmetrics.render(result)
     assert text.endswith("# EOF\n")
     families = set(re.findall(r"^# TYPE (\S+) ", text, flags=re.MULTILINE))
@@ -135,6 +136,24 @@ def test_openmetrics_uses_the_exported_names_and_ends_with_eof(result: Simulatio
         metric_names.ACTIVATOR_FORWARDED.removesuffix("_total"),
         metric_names.ACTIVATOR_TIMEOUTS.removesuffix("_total"),
         metric_names.ACTIVATOR_REJECTED.removesuffix("_total"),
+        metric_names.SIZED_REPLICAS,
+        metric_names.SERVICE_SECONDS,
+        metric_names.ARRIVAL_RATE,
+        metric_names.PREDICTED_WAIT,
+        metric_names.PREDICTED_OVERFLOW,
+        metric_names.SLO_WAIT,
+        metric_names.KEEP_ALIVE,
+        # What the pods, cAdvisor and kube-state-metrics would have exposed (engine_metrics).
+        "llamacpp:prompt_tokens",
+        "llamacpp:prompt_seconds",
+        "llamacpp:tokens_predicted",
+        "llamacpp:tokens_predicted_seconds",
+        "llamacpp:n_decode",
+        "llamacpp:requests_processing",
+        "llamacpp:requests_deferred",
+        "llamacpp:n_busy_slots_per_decode",
+        "container_memory_working_set_bytes",
+        "kube_node_status_allocatable",
     }
     assert families == expected
     first = next(line for line in text.splitlines() if not line.startswith("#"))
