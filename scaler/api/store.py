@@ -164,7 +164,7 @@ class DecisionStore:
 
     def latest_on_data(self, model: str) -> Decision | None:
         """The newest decision for `model` made on real data (what freshness is judged by)."""
-        return self._last_good.get(model)
+        return self._snapshot.last_good.get(model)
 
     @property
     def staleness_seconds(self) -> float:
