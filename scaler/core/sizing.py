@@ -23,7 +23,7 @@ The same estimator serves the live loop and the simulator (they both call ``deci
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 # Beyond this many slots the Erlang recursion is cut short: no homelab model has that many,
 # and C(c, a) is below 1e-12 long before (it keeps the hot path bounded for huge policies).
@@ -81,8 +81,7 @@ def wait_quantile(
     return math.log(waits / miss) * service_s * spread / (servers - load)
 
 
-@dataclass(frozen=True, slots=True)
-class Sizing:
+class Sizing(NamedTuple):
     """What the queueing model says for one model at one tick (for decisions and dashboards)."""
 
     replicas: int  # fewest replicas meeting the SLO (at most `limit`)
@@ -209,16 +208,8 @@ def size_for_slo(
     while tail > miss and replicas < limit:
         replicas += 1
         tail = counts.above(math.floor(replicas * per_replica))
-    return Sizing(
-        replicas=replicas,
-        arrival_rate=arrival_rate,
-        service_seconds=service_seconds,
-        load=load,
-        predicted_wait_s=wait_quantile(replicas * slots, load, service_seconds, miss, spread),
-        predicted_miss=tail,
-        dispersion=dispersion,
-        spread=spread,
-    )
+    wait = wait_quantile(replicas * slots, load, service_seconds, miss, spread)
+    return Sizing(replicas, arrival_rate, service_seconds, load, wait, tail, dispersion, spread)
 
 
 def arrival_rate(short: float, window_s: float, long: float | None, z: float = 2.0) -> float:
@@ -240,8 +231,11 @@ def arrival_rate(short: float, window_s: float, long: float | None, z: float = 2
     return max(long, proven)
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceEstimate:
+_MIN_DISPERSION_REQUESTS = 30.0
+"""Requests seen before the index of dispersion replaces Poisson's 1."""
+
+
+class ServiceEstimate(NamedTuple):
     """The online estimate of a model's mean service time, carried in the model's state.
 
     `rate` and `busy` accumulate exponentially weighted averages (time constant: the policy's
@@ -275,23 +269,30 @@ class ServiceEstimate:
     ) -> ServiceEstimate:
         """The estimate with the span since the last observation folded in (pure)."""
         if self.updated is None:
-            return replace(self, updated=now)  # a first reading covers no time span yet
+            return self._replace(updated=now)  # a first reading covers no time span yet
         if now <= self.updated:
             return self
         # A gap longer than a horizon is not bridged: the reading stands for one horizon.
-        keep = math.exp(-min(now - self.updated, horizon) / horizon)
-        keep_level = math.exp(-min(now - self.updated, rate_horizon) / rate_horizon)
+        span = now - self.updated
+        keep = math.exp(-(span if span < horizon else horizon) / horizon)
+        keep_level = math.exp(-(span if span < rate_horizon else rate_horizon) / rate_horizon)
+        fold, fold_level = 1.0 - keep, 1.0 - keep_level
+        old_rate, old_busy, weight, level, level_weight, count_sq, _ = self
+        count = rate * window_s
+        # Positional: this runs once per model and tick (a 1,000-model tick's hot path).
         return ServiceEstimate(
-            rate=keep * self.rate + (1.0 - keep) * rate,
-            busy=keep * self.busy + (1.0 - keep) * busy,
-            weight=keep * self.weight + (1.0 - keep),
-            level=keep_level * self.level + (1.0 - keep_level) * rate,
-            level_weight=keep_level * self.level_weight + (1.0 - keep_level),
-            count_sq=keep * self.count_sq + (1.0 - keep) * (rate * window_s) ** 2,
-            updated=now,
+            keep * old_rate + fold * rate,
+            keep * old_busy + fold * busy,
+            keep * weight + fold,
+            keep_level * level + fold_level * rate,
+            keep_level * level_weight + fold_level,
+            keep * count_sq + fold * count * count,
+            now,
         )
 
-    def arrival_scv(self, window_s: float, horizon: float, min_requests: float = 30.0) -> float:
+    def arrival_scv(
+        self, window_s: float, horizon: float, min_requests: float = _MIN_DISPERSION_REQUESTS
+    ) -> float:
         """The arrivals' squared coefficient of variation, by the index of dispersion of the
         short window's counts (1: Poisson; bursty traffic more), clamped to [0.5, 20]; 1
         until `min_requests` requests were seen. Overlapping windows read the same requests
@@ -316,9 +317,20 @@ class ServiceEstimate:
         """(mean service time, the arrivals' count dispersion, the throughput the busy slots
         prove) in one call: `service_seconds`, ``variability(arrival_scv, service_cv)`` and
         ``mean_busy / service time`` (the decision's hot path asks for the three together)."""
-        seconds = self.service_seconds(prior_s, prior_requests, horizon)
-        dispersion = variability(self.arrival_scv(window_s, horizon), service_cv)
-        return seconds, dispersion, self.mean_busy() / seconds
+        rate, busy, weight, _, _, count_sq, _ = self
+        seen = rate * horizon  # requests_seen, written out (the hot path)
+        seconds = (
+            prior_s
+            if seen <= 0.0
+            else (prior_s * prior_requests + busy / rate * seen) / (prior_requests + seen)
+        )
+        scv = 1.0
+        if weight > 0.0 and seen >= _MIN_DISPERSION_REQUESTS:
+            mean = rate / weight * window_s
+            ratio = (count_sq / weight - mean * mean) / mean
+            scv = 20.0 if ratio > 20.0 else 0.5 if ratio < 0.5 else ratio
+        dispersion = (scv + service_cv * service_cv) / 2.0
+        return seconds, dispersion, (busy / weight if weight > 0.0 else 0.0) / seconds
 
     def mean_busy(self) -> float:
         """The busy slots averaged over the calibration horizon (0 before any span)."""

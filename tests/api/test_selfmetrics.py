@@ -163,7 +163,7 @@ def test_sizing_is_exported_and_absent_once_a_decision_is_not_sized() -> None:
     assert got[(names.PREDICTED_OVERFLOW, model)] == 0.002
     assert got[(names.SLO_WAIT, model)] == policy.slo.queue_wait_seconds
     assert got[(names.KEEP_ALIVE, model)] == 120.0
-    endless = dataclasses.replace(sizing, predicted_wait_s=float("inf"))
+    endless = sizing._replace(predicted_wait_s=float("inf"))
     metrics.observe_decision(dataclasses.replace(sized, sizing=endless), policy)
     assert (names.PREDICTED_WAIT, model) not in samples(metrics)
     metrics.observe_decision(make_decision(desired=2), policy)
