@@ -88,10 +88,20 @@ class Sizing(NamedTuple):
     arrival_rate: float  # λ used, requests/s
     service_seconds: float  # S used
     load: float  # a = λ·S, busy slots
-    predicted_wait_s: float  # wait at the SLO percentile with `replicas` (inf: overloaded)
     predicted_miss: float  # P(overflow one reaction time ahead) with `replicas`
     dispersion: float = 1.0  # how much wider than Poisson the arrivals' count was taken
     spread: float = 1.0  # Allen–Cunneen's (ca² + cs²) / 2, for the predicted wait
+    slots: int = 1  # per replica
+    miss: float = 0.005  # the SLO's miss ratio the wait is predicted at
+
+    @property
+    def predicted_wait_s(self) -> float:
+        """The steady-state queue wait at the SLO percentile with `replicas` (Erlang C,
+        Allen–Cunneen scaled; inf when overloaded). Computed when read: the dashboards and
+        the API want it, the decision itself does not."""
+        return wait_quantile(
+            self.replicas * self.slots, self.load, self.service_seconds, self.miss, self.spread
+        )
 
 
 def poisson_above(count: int, mean: float) -> float:
@@ -208,8 +218,9 @@ def size_for_slo(
     while tail > miss and replicas < limit:
         replicas += 1
         tail = counts.above(math.floor(replicas * per_replica))
-    wait = wait_quantile(replicas * slots, load, service_seconds, miss, spread)
-    return Sizing(replicas, arrival_rate, service_seconds, load, wait, tail, dispersion, spread)
+    return Sizing(
+        replicas, arrival_rate, service_seconds, load, tail, dispersion, spread, slots, miss
+    )
 
 
 def arrival_rate(short: float, window_s: float, long: float | None, z: float = 2.0) -> float:

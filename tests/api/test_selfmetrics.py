@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from scaler.api import metric_names as names
@@ -148,8 +150,8 @@ def test_sizing_is_exported_and_absent_once_a_decision_is_not_sized() -> None:
         arrival_rate=0.05,
         service_seconds=48.0,
         load=2.4,
-        predicted_wait_s=3.5,
         predicted_miss=0.002,
+        slots=2,
     )
     sized = dataclasses.replace(make_decision(desired=2), sizing=sizing, keep_alive_s=120.0)
     policy = make_policy("mistral-7b")
@@ -159,11 +161,12 @@ def test_sizing_is_exported_and_absent_once_a_decision_is_not_sized() -> None:
     assert got[(names.SIZED_REPLICAS, model)] == 2
     assert got[(names.SERVICE_SECONDS, model)] == 48.0
     assert got[(names.ARRIVAL_RATE, model)] == 0.05
-    assert got[(names.PREDICTED_WAIT, model)] == 3.5
+    assert got[(names.PREDICTED_WAIT, model)] == pytest.approx(sizing.predicted_wait_s)
+    assert 0.0 < sizing.predicted_wait_s < math.inf
     assert got[(names.PREDICTED_OVERFLOW, model)] == 0.002
     assert got[(names.SLO_WAIT, model)] == policy.slo.queue_wait_seconds
     assert got[(names.KEEP_ALIVE, model)] == 120.0
-    endless = sizing._replace(predicted_wait_s=float("inf"))
+    endless = sizing._replace(load=4.5)  # more busy slots than 2 replicas x 2 slots: endless
     metrics.observe_decision(dataclasses.replace(sized, sizing=endless), policy)
     assert (names.PREDICTED_WAIT, model) not in samples(metrics)
     metrics.observe_decision(make_decision(desired=2), policy)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -295,10 +294,10 @@ async def test_debug_decisions_show_the_calibrated_profile_and_predicted_wait(
         replicas=3,
         arrival_rate=0.2,
         service_seconds=44.5,
-        load=8.9,
-        predicted_wait_s=math.inf,
+        load=12.5,  # more busy slots than 3 replicas x 4 slots: the wait is endless
         predicted_miss=0.004,
         dispersion=1.6,
+        slots=4,
     )
     decision = dataclasses.replace(
         make_decision("mixtral-8x7b", time=START + 1), sizing=sizing, keep_alive_s=95.0
@@ -311,7 +310,7 @@ async def test_debug_decisions_show_the_calibrated_profile_and_predicted_wait(
         "replicas": 3,
         "arrivalRate": 0.2,
         "serviceSeconds": 44.5,
-        "load": 8.9,
+        "load": 12.5,
         "predictedWaitSeconds": None,
         "predictedMissRatio": 0.004,
         "arrivalDispersion": 1.6,
