@@ -14,15 +14,23 @@ Shapes are printed in order of scaler's cost ratio (when scaler ran), so the wor
 last, followed by a summary per policy over all shapes: the worst cost ratio and the worst
 per-model SLO gap. The JSON (``--json``) carries the same figures plus each run's full
 simulation report (the ``scaler simulate --json`` contract).
+
+Sharded (``scaler bench --shard K/N``, a Kubernetes Indexed Job): the runs are listed shape
+by shape, policy by policy (`BenchPlan`); shard K runs the runs j with j mod N == K and writes
+their full reports to a shard file (`scaler.simulation.shards`); `merge_bench` reassembles
+them in plan order, so the merged tables and JSON equal a single run's except each report's
+``wall_s`` (which is the wall time of that run, wherever it ran).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
@@ -36,6 +44,7 @@ from scaler.simulation.scenario import (
     is_scenario_file,
     prepare,
 )
+from scaler.simulation.shards import Shard, ShardError, ShardSet, read_shards, write_shard
 
 ORACLE = "oracle"
 
@@ -185,6 +194,103 @@ Progress = Callable[[int, int], None]
 """Called with (runs done, runs in all) as runs finish."""
 
 
+@dataclass(frozen=True)
+class BenchPlan:
+    """The deterministic run list of a bench: run j is ``jobs[j]`` (shape index, policy).
+
+    It depends only on the files, the policies and their order, so every shard of a sharded
+    bench builds the same list and runs its own runs of it.
+    """
+
+    files: tuple[Path, ...]
+    shapes: tuple[str, ...]  # each file's scenario name
+    digests: tuple[str, ...]  # each file's PreparedScenario.digest()
+    policies: tuple[str, ...]  # the oracle included
+    policies_path: Path | None
+
+    @property
+    def jobs(self) -> list[tuple[int, str]]:
+        """Every (shape index, policy) run, shape by shape."""
+        return [(f, name) for f in range(len(self.files)) for name in self.policies]
+
+
+def plan_bench(
+    files: Sequence[Path], policies: Sequence[str], *, policies_path: Path | None = None
+) -> BenchPlan:
+    """Load every scenario (BenchError listing every problem) and list the runs."""
+    names = list(policies) if ORACLE in policies else [*policies, ORACLE]
+    prepared: list[PreparedScenario] = []
+    errors: list[str] = []
+    for path in files:
+        try:
+            prepared.append(prepare(path, policies_path=policies_path))
+        except ScenarioLoadError as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise BenchError("\n".join(errors))
+    return BenchPlan(
+        tuple(files),
+        tuple(p.scenario.name for p in prepared),
+        tuple(p.digest() for p in prepared),
+        tuple(names),
+        policies_path,
+    )
+
+
+def run_jobs(
+    plan: BenchPlan,
+    items: Sequence[int],
+    *,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> dict[int, SimulationReport]:
+    """Run the runs `items` of the plan in parallel processes (here for one worker)."""
+    jobs = plan.jobs
+    reports: dict[int, SimulationReport] = {}
+    pool_size = max(1, min(workers or os.cpu_count() or 1, len(items)))
+    policies_arg = str(plan.policies_path) if plan.policies_path is not None else None
+
+    def arguments(item: int) -> tuple[str, str, str | None]:
+        shape, name = jobs[item]
+        return str(plan.files[shape]), name, policies_arg
+
+    if pool_size == 1:
+        for done, item in enumerate(items, start=1):
+            reports[item] = _run_one(*arguments(item))
+            if progress is not None:
+                progress(done, len(items))
+        return reports
+    with ProcessPoolExecutor(max_workers=pool_size) as pool:
+        futures: dict[Future[SimulationReport], int] = {
+            pool.submit(_run_one, *arguments(item)): item for item in items
+        }
+        for done, future in enumerate(as_completed(futures), start=1):
+            reports[futures[future]] = future.result()
+            if progress is not None:
+                progress(done, len(items))
+    return reports
+
+
+def assemble(plan: BenchPlan, reports: Mapping[int, SimulationReport]) -> BenchResult:
+    """The bench from the runs' reports: the shapes whose runs are all there, worst last.
+
+    Pure, and independent of the order the runs finished in: a merged sharded bench equals a
+    single run's (but for each report's ``wall_s``).
+    """
+    jobs = plan.jobs
+    by_run = {jobs[item]: report for item, report in reports.items()}
+    shapes = [
+        _shape(
+            plan.files[f], plan.shapes[f], plan.policies, {n: by_run[f, n] for n in plan.policies}
+        )
+        for f in range(len(plan.files))
+        if all((f, n) in by_run for n in plan.policies)
+    ]
+    if "scaler" in plan.policies:
+        shapes.sort(key=lambda s: _sort_key(s.score("scaler")))
+    return BenchResult(tuple(shapes), plan.policies)
+
+
 def run_bench(
     files: Sequence[Path],
     policies: Sequence[str],
@@ -194,39 +300,97 @@ def run_bench(
     progress: Progress | None = None,
 ) -> BenchResult:
     """Run every policy (and the oracle) on every scenario file, in parallel processes."""
-    names = list(policies) if ORACLE in policies else [*policies, ORACLE]
-    prepared: dict[Path, PreparedScenario] = {}
-    errors: list[str] = []
-    for path in files:
-        try:
-            prepared[path] = prepare(path, policies_path=policies_path)
-        except ScenarioLoadError as exc:
-            errors.extend(exc.errors)
-    if errors:
-        raise BenchError("\n".join(errors))
-    jobs = [(path, name) for path in files for name in names]
-    reports: dict[tuple[Path, str], SimulationReport] = {}
-    pool_size = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    policies_arg = str(policies_path) if policies_path is not None else None
-    if pool_size == 1:
-        for done, (path, name) in enumerate(jobs, start=1):
-            reports[path, name] = _run_one(str(path), name, policies_arg)
-            if progress is not None:
-                progress(done, len(jobs))
-    else:
-        with ProcessPoolExecutor(max_workers=pool_size) as pool:
-            futures: dict[Future[SimulationReport], tuple[Path, str]] = {
-                pool.submit(_run_one, str(path), name, policies_arg): (path, name)
-                for path, name in jobs
-            }
-            for done, future in enumerate(as_completed(futures), start=1):
-                reports[futures[future]] = future.result()
-                if progress is not None:
-                    progress(done, len(jobs))
-    shapes = [_shape(path, prepared[path], names, reports) for path in files]
-    if "scaler" in names:
-        shapes.sort(key=lambda s: _sort_key(s.score("scaler")))
-    return BenchResult(tuple(shapes), tuple(names))
+    plan = plan_bench(files, policies, policies_path=policies_path)
+    items = range(len(plan.jobs))
+    return assemble(plan, run_jobs(plan, items, workers=workers, progress=progress))
+
+
+SHARD_KIND = "bench"
+
+
+def run_bench_shard(
+    plan: BenchPlan,
+    shard: Shard,
+    directory: Path,
+    *,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Run shard K of N of the plan's runs and write its shard file; its path."""
+    started = time.perf_counter()
+    items = shard.items(len(plan.jobs))
+    reports = run_jobs(plan, items, workers=workers, progress=progress)
+    inputs: dict[str, JsonValue] = {
+        "files": [str(p) for p in plan.files],
+        "shapes": list(plan.shapes),
+        "digests": list(plan.digests),
+        "policies": list(plan.policies),
+        "policies_path": str(plan.policies_path) if plan.policies_path is not None else None,
+    }
+    results: list[dict[str, JsonValue]] = [
+        {"item": item, "report": report.to_record()} for item, report in sorted(reports.items())
+    ]
+    return write_shard(
+        directory,
+        SHARD_KIND,
+        shard,
+        items=len(plan.jobs),
+        inputs=inputs,
+        results=results,
+        wall_s=time.perf_counter() - started,
+    )
+
+
+@dataclass(frozen=True)
+class BenchMerge:
+    """A merged sharded bench: the result a single run gives, the shards, and the shapes
+    left out for want of a run (only when an incomplete set was allowed)."""
+
+    result: BenchResult
+    shards: ShardSet[SimulationReport]
+    incomplete_shapes: tuple[str, ...]
+
+
+def _report(record: Mapping[str, Any]) -> SimulationReport:
+    return SimulationReport.from_record(record["report"])
+
+
+def merge_bench(directory: Path, *, allow_incomplete: bool = False) -> BenchMerge:
+    """Merge the bench shard files of `directory` into the single-run result.
+
+    Raises ShardError (see `read_shards`); with `allow_incomplete`, a shape missing any of
+    its runs is left out (named in `incomplete_shapes`).
+    """
+    shards = read_shards(directory, SHARD_KIND, _report, allow_incomplete=allow_incomplete)
+    inputs = shards.inputs
+    try:
+        files, shapes, digests, names = (
+            _strings(inputs[key]) for key in ("files", "shapes", "digests", "policies")
+        )
+        policies_path = inputs["policies_path"]
+        if len({len(files), len(shapes), len(digests)}) != 1:
+            raise ValueError("files, shapes and digests differ in length")
+        if len(files) * len(names) != shards.items:
+            raise ValueError(f"{len(files)} shapes x {len(names)} policies != {shards.items} runs")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ShardError(f"{shards.files[0].path}: corrupt shard inputs: {exc}") from None
+    plan = BenchPlan(
+        tuple(Path(f) for f in files),
+        tuple(shapes),
+        tuple(digests),
+        tuple(names),
+        Path(policies_path) if isinstance(policies_path, str) else None,
+    )
+    result = assemble(plan, shards.results)
+    present = {shape.path for shape in result.shapes}
+    left_out = tuple(s for f, s in zip(plan.files, plan.shapes, strict=True) if f not in present)
+    return BenchMerge(result, shards, left_out)
+
+
+def _strings(value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{value!r} is not a list of strings")
+    return [str(v) for v in value]
 
 
 def _sort_key(score: PolicyScore | None) -> tuple[float, float]:
@@ -238,14 +402,14 @@ def _sort_key(score: PolicyScore | None) -> tuple[float, float]:
 
 def _shape(
     path: Path,
-    prepared: PreparedScenario,
+    shape: str,
     names: Sequence[str],
-    reports: Mapping[tuple[Path, str], SimulationReport],
+    reports: Mapping[str, SimulationReport],
 ) -> ShapeResult:
-    oracle = reports[path, ORACLE]
+    oracle = reports[ORACLE]
     scores = []
     for name in names:
-        report = reports[path, name]
+        report = reports[name]
         models = {
             model: ModelScore(
                 slo_attainment=figures.slo_attainment,
@@ -268,7 +432,7 @@ def _shape(
                 report=report,
             )
         )
-    return ShapeResult(prepared.scenario.name, path, tuple(scores))
+    return ShapeResult(shape, path, tuple(scores))
 
 
 def bench_tables(result: BenchResult) -> list[Table]:

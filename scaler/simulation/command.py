@@ -1,4 +1,5 @@
-"""``scaler simulate`` and ``scaler tune``: thin command-line wrappers over the simulator."""
+"""``scaler simulate``, ``scaler tune`` and ``scaler bench``: thin command-line wrappers over
+the simulator (``--shard``/``--merge``: scaler.simulation.shards)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from scaler.simulation.engine import SimulationResult
 from scaler.simulation.engine import simulate as run_simulation
 from scaler.simulation.report import build_report, reports_json, summary_table
 from scaler.simulation.scenario import PreparedScenario, ScenarioLoadError, prepare
+from scaler.simulation.shards import MissingShardsError, Shard, ShardError, parse_shard
 
 DEFAULT_SCENARIO = Path("simulations") / "homelab.yaml"
 PROGRESS_AFTER_SECONDS = 2.0
@@ -225,8 +227,82 @@ def simulate(
         typer.echo(f"report: {index}", err=True)
 
 
+class ShardLog:
+    """Progress of one shard as plain log lines on stderr, one per finished item: a pod's
+    log is not a terminal, and `kubectl logs` should show how far each shard got."""
+
+    def __init__(
+        self,
+        label: str,
+        unit: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,  # used for testing
+    ) -> None:
+        self.label = label
+        self.unit = unit
+        self._clock = clock
+        self._started = clock()
+
+    def start(self, total: int) -> None:
+        """Log the shard's share of the work before the first item runs."""
+        typer.echo(f"{self.label}: 0/{total} {self.unit} done", err=True)
+
+    def __call__(self, done: float, total: float) -> None:
+        elapsed = self._clock() - self._started
+        typer.echo(
+            f"{self.label}: {done:.0f}/{total:.0f} {self.unit} done ({elapsed:.1f} s)", err=True
+        )
+
+
+SHARD_HELP = (
+    "Run only shard K of N (items i with i mod N = K of the deterministic work list) and "
+    "write its results into --out DIR; /N takes K from JOB_COMPLETION_INDEX (set in the pods "
+    "of a Kubernetes Indexed Job)."
+)
+MERGE_HELP_INCOMPLETE = (
+    "With --merge: merge the shards present when some are missing (default: refuse)."
+)
+
+
+def _shard_mode(
+    shard: str | None, out: Path | None, merge: Path | None, allow_incomplete: bool
+) -> Shard | None:
+    """Check that --shard/--out/--merge/--allow-incomplete go together; the parsed shard."""
+    if shard is not None and merge is not None:
+        raise _fail("--shard runs one shard, --merge merges them: give one of the two")
+    if allow_incomplete and merge is None:
+        raise _fail("--allow-incomplete applies to --merge only")
+    if (shard is None) != (out is None):
+        raise _fail("--shard K/N and --out DIR go together: a shard writes a shard file into DIR")
+    if shard is None:
+        return None
+    try:
+        return parse_shard(shard)
+    except ShardError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _refuse_with_merge(given: dict[str, object]) -> None:
+    extra = [flag for flag, value in given.items() if value is not None]
+    if extra:
+        raise _fail(
+            f"{', '.join(extra)}: not with --merge (the shard files carry the run's inputs)"
+        )
+
+
+def _merge_failure(exc: ShardError) -> typer.Exit:
+    hint = (
+        "\n(--allow-incomplete merges the shards present)"
+        if isinstance(exc, MissingShardsError)
+        else ""
+    )
+    return _fail(f"{exc}{hint}")
+
+
 def tune(
-    model: Annotated[str, typer.Option(help="The model whose policy is tuned.")],
+    model: Annotated[
+        str | None, typer.Option(help="The model whose policy is tuned (not with --merge).")
+    ] = None,
     scenario: Annotated[
         Path | None,
         typer.Option(help="Scenario YAML (default: the bundled simulations/homelab.yaml)."),
@@ -243,43 +319,128 @@ def tune(
         typer.Option(
             min=0.0,
             max=1.0,
-            help="SLO attainment to reach (default: the policy's slo.percentile / 100).",
+            help="SLO attainment to reach (default: the policy's slo.percentile / 100; with "
+            "--merge: the shards' target).",
         ),
     ] = None,
     candidates: Annotated[
-        int, typer.Option(min=1, help="Candidates to evaluate (a grid, sampled if larger).")
-    ] = 24,
+        int | None,
+        typer.Option(min=1, help="Candidates to evaluate (a grid, sampled if larger; default 24)."),
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(min=1, help="Parallel processes (default: os.cpu_count()).")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the candidate sampling.")] = 0,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the candidate sampling (default 0).")
+    ] = None,
     rate_scale: RateScaleOption = 1.0,
     time_scale: TimeScaleOption = 1.0,
+    shard: Annotated[str | None, typer.Option(metavar="K/N", help=SHARD_HELP)] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="With --shard: the folder the shard file goes to.")
+    ] = None,
+    merge: Annotated[
+        Path | None,
+        typer.Option(
+            help="Merge the shard files in this folder: print the frontier and write the "
+            "chosen policy, exactly as a single run would."
+        ),
+    ] = None,
+    allow_incomplete: Annotated[bool, typer.Option(help=MERGE_HELP_INCOMPLETE)] = False,
 ) -> None:
     """Search a model's policy parameters; print the cost/SLO frontier; write the best policy."""
-    from scaler.simulation.tune import TuneError, frontier_table, tune_policy, write_policy
+    from scaler.simulation.tune import (
+        TuneError,
+        TuneResult,
+        frontier_table,
+        merge_tune,
+        tune_policy,
+        tune_shard,
+        write_policy,
+    )
 
-    prepared = _prepare(scenario, [], policies, rate_scale=rate_scale, time_scale=time_scale)
-    if model not in prepared.models:
-        raise _fail(f"unknown model {model!r}; expected one of: {', '.join(prepared.models)}")
-    with ProgressBar() as bar:
-        bar.run(f"tune {model}")
-        result = tune_policy(
-            prepared,
-            model,
-            slo_target=slo_target,
-            candidates=candidates,
-            workers=workers,
-            seed=seed,
-            progress=bar,
+    one_shard = _shard_mode(shard, out, merge, allow_incomplete)
+    count = 24 if candidates is None else candidates
+    sampling_seed = 0 if seed is None else seed
+    result: TuneResult
+    if merge is not None:
+        _refuse_with_merge(
+            {
+                "--scenario": scenario,
+                "--policies": policies,
+                "--candidates": candidates,
+                "--seed": seed,
+                "--workers": workers,
+                "--rate-scale": None if rate_scale == 1.0 else rate_scale,
+                "--time-scale": None if time_scale == 1.0 else time_scale,
+            }
         )
+        try:
+            merged = merge_tune(merge, slo_target=slo_target, allow_incomplete=allow_incomplete)
+        except ShardError as exc:
+            raise _merge_failure(exc) from None
+        result = merged.result
+        if model is not None and model != result.model:
+            raise _fail(f"--model {model}, but the shards in {merge} tuned {result.model}")
+        shards = merged.shards
+        evaluated = sum(s.wall_s for s in shards.results.values())
+        typer.echo(
+            f"merged {len(shards.files)} of {shards.count} shards from {merge}: "
+            f"{len(shards.results)} of {shards.items} candidates, "
+            f"{evaluated:.1f} s of evaluation, slowest shard {shards.wall_s:.1f} s",
+            err=True,
+        )
+        if shards.missing:
+            typer.echo(
+                f"warning: incomplete: shards {', '.join(map(str, shards.missing))} missing; "
+                f"chosen among the {len(shards.results)} candidates evaluated",
+                err=True,
+            )
+    else:
+        if model is None:
+            raise _fail("--model is required (unless --merge)")
+        if output is not None and one_shard is not None:
+            raise _fail("--output: a shard writes no policy (the merge does)")
+        prepared = _prepare(scenario, [], policies, rate_scale=rate_scale, time_scale=time_scale)
+        if model not in prepared.models:
+            raise _fail(f"unknown model {model!r}; expected one of: {', '.join(prepared.models)}")
+        if one_shard is not None and out is not None:
+            from scaler.simulation.tune import candidate_list
+
+            total = len(candidate_list(prepared.policy(model), count, sampling_seed).points)
+            log = ShardLog(f"tune shard {one_shard} ({model})", "candidates")
+            log.start(len(one_shard.items(total)))
+            path = tune_shard(
+                prepared,
+                model,
+                one_shard,
+                out,
+                slo_target=slo_target,
+                candidates=count,
+                workers=workers,
+                seed=sampling_seed,
+                progress=log,
+            )
+            typer.echo(f"wrote {path}", err=True)
+            return
+        with ProgressBar() as bar:
+            bar.run(f"tune {model}")
+            result = tune_policy(
+                prepared,
+                model,
+                slo_target=slo_target,
+                candidates=count,
+                workers=workers,
+                seed=sampling_seed,
+                progress=bar,
+            )
     Console(width=max(120, Console().width)).print(frontier_table(result))
     if result.chosen is None:
         raise _fail(
             f"no candidate reached SLO attainment {result.slo_target:.3f}; "
             "nothing written (raise replicas.max or relax the SLO)"
         )
-    target = output if output is not None else Path(f"{model}.tuned.yaml")
+    target = output if output is not None else Path(f"{result.model}.tuned.yaml")
     try:
         write_policy(result.chosen.policy, target, source=result)
     except TuneError as exc:
@@ -315,46 +476,113 @@ def bench(
     workers: Annotated[
         int | None, typer.Option(min=1, help="Parallel processes (default: os.cpu_count()).")
     ] = None,
+    shard: Annotated[str | None, typer.Option(metavar="K/N", help=SHARD_HELP)] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="With --shard: the folder the shard file goes to.")
+    ] = None,
+    merge: Annotated[
+        Path | None,
+        typer.Option(
+            help="Merge the shard files in this folder: print the tables (and --json) exactly "
+            "as a single run would, but for each run's wall_s."
+        ),
+    ] = None,
+    allow_incomplete: Annotated[
+        bool,
+        typer.Option(
+            help="With --merge: merge the shards present when some are missing; shapes with "
+            "a missing run are left out (default: refuse)."
+        ),
+    ] = False,
 ) -> None:
     """Every policy over a suite of traffic shapes: cost / oracle and SLO per model, worst last."""
     from scaler.simulation.bench import (
         DEFAULT_SUITE,
         BenchError,
+        BenchResult,
         bench_tables,
+        merge_bench,
+        plan_bench,
         run_bench,
+        run_bench_shard,
         suite_files,
     )
 
-    try:
-        names = policy_names(baseline or [])
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
-    chosen_suite = suite
-    default = None
-    if suite is None and not scenario:
-        default = default_scenario()
-        if default is None:
-            raise _fail(
-                f"no bundled {DEFAULT_SCENARIO} in {Path.cwd()}: run from the root of the "
-                "scaler checkout, or pass --suite DIR / --scenario FILE"
+    one_shard = _shard_mode(shard, out, merge, allow_incomplete)
+    result: BenchResult
+    if merge is not None:
+        _refuse_with_merge(
+            {
+                "--suite": suite,
+                "--scenario": scenario,
+                "--policies": policies,
+                "--baseline": baseline,
+                "--workers": workers,
+            }
+        )
+        try:
+            merged = merge_bench(merge, allow_incomplete=allow_incomplete)
+        except ShardError as exc:
+            raise _merge_failure(exc) from None
+        result = merged.result
+        shards = merged.shards
+        typer.echo(
+            f"merged {len(shards.files)} of {shards.count} shards from {merge}: "
+            f"{len(shards.results)} of {shards.items} runs, slowest shard {shards.wall_s:.1f} s",
+            err=True,
+        )
+        if merged.incomplete_shapes:
+            typer.echo(
+                f"warning: incomplete: shards {', '.join(map(str, shards.missing))} missing; "
+                f"shapes left out: {', '.join(merged.incomplete_shapes)}",
+                err=True,
             )
-        chosen_suite = default.parent / DEFAULT_SUITE.name
-    try:
-        files = suite_files(chosen_suite, scenario or [], default)
-        console = Console(stderr=True)
-        status = console.status(f"bench: 0 of {len(files) * (len(names) + 1)} runs")
+    else:
+        try:
+            names = policy_names(baseline or [])
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+        if json_file is not None and one_shard is not None:
+            raise _fail("--json: a shard prints and writes no tables (the merge does)")
+        chosen_suite = suite
+        default = None
+        if suite is None and not scenario:
+            default = default_scenario()
+            if default is None:
+                raise _fail(
+                    f"no bundled {DEFAULT_SCENARIO} in {Path.cwd()}: run from the root of the "
+                    "scaler checkout, or pass --suite DIR / --scenario FILE"
+                )
+            chosen_suite = default.parent / DEFAULT_SUITE.name
+        try:
+            files = suite_files(chosen_suite, scenario or [], default)
+            if one_shard is not None and out is not None:
+                plan = plan_bench(files, names, policies_path=policies)
+                log = ShardLog(f"bench shard {one_shard}", "runs")
+                log.start(len(one_shard.items(len(plan.jobs))))
+                path = run_bench_shard(
+                    plan,
+                    one_shard,
+                    out,
+                    workers=workers,
+                    progress=lambda done, total: log(float(done), float(total)),
+                )
+                typer.echo(f"wrote {path}", err=True)
+                return
+            console = Console(stderr=True)
+            status = console.status(f"bench: 0 of {len(files) * (len(names) + 1)} runs")
 
-        def progress(done: int, total: int) -> None:
-            status.update(f"bench: {done} of {total} runs")
+            def progress(done: int, total: int) -> None:
+                status.update(f"bench: {done} of {total} runs")
 
-        with status:
-            result = run_bench(
-                files, names, policies_path=policies, workers=workers, progress=progress
-            )
-    except BenchError as exc:
-        raise _fail(str(exc)) from None
-    out = Console(width=max(120, Console().width))
+            with status:
+                result = run_bench(
+                    files, names, policies_path=policies, workers=workers, progress=progress
+                )
+        except BenchError as exc:
+            raise _fail(str(exc)) from None
+    out_console = Console(width=max(120, Console().width))
     for table in bench_tables(result):
-        out.print(table)
+        out_console.print(table)
     if json_file is not None:
         json_file.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from rich.table import Table
@@ -75,6 +76,51 @@ class ModelReport:
             "unplaceable_s": self.unplaceable_s,
         }
 
+    def to_record(self) -> dict[str, JsonValue]:
+        """Every field (the contract keys and the SLO fields the table shows), for
+        `from_record`: the lossless form shard files carry."""
+        return {
+            **self.to_json(),
+            "slo_wait_s": self.slo_wait_s,
+            "slo_threshold_s": self.slo_threshold_s,
+            "slo_percentile": self.slo_percentile,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> ModelReport:
+        """The report `to_record` wrote; KeyError, TypeError or ValueError when malformed."""
+        return cls(
+            requests=int(record["requests"]),
+            served=int(record["served"]),
+            dropped=int(record["dropped"]),
+            slo_attainment=float(record["slo_attainment"]),
+            queue_wait_s=_optional_floats(record["queue_wait_s"]),
+            ttft_s=_optional_floats(record["ttft_s"]),
+            replica_seconds=float(record["replica_seconds"]),
+            gib_hours=float(record["gib_hours"]),
+            cold_starts=int(record["cold_starts"]),
+            scale_events=int(record["scale_events"]),
+            max_replicas=int(record["max_replicas"]),
+            unplaceable_s=float(record["unplaceable_s"]),
+            slo_wait_s=_optional_float(record["slo_wait_s"]),
+            slo_threshold_s=_optional_float(record["slo_threshold_s"]),
+            slo_percentile=_optional_float(record["slo_percentile"]),
+        )
+
+
+def _optional_float(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{value!r} is not a number")
+    return float(value)
+
+
+def _optional_floats(value: object) -> dict[str, float | None]:
+    if not isinstance(value, dict):
+        raise TypeError(f"{value!r} is not an object of percentiles")
+    return {str(k): _optional_float(v) for k, v in value.items()}
+
 
 @dataclass(frozen=True)
 class SimulationReport:
@@ -97,6 +143,29 @@ class SimulationReport:
             "models": {name: m.to_json() for name, m in self.models.items()},
             "total": self.total.to_json(),
         }
+
+    def to_record(self) -> dict[str, JsonValue]:
+        """`to_json` with every model's full record (see `ModelReport.to_record`)."""
+        return {
+            **self.to_json(),
+            "models": {name: m.to_record() for name, m in self.models.items()},
+            "total": self.total.to_record(),
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> SimulationReport:
+        """The report `to_record` wrote; KeyError, TypeError or ValueError when malformed."""
+        models = record["models"]
+        if not isinstance(models, dict):
+            raise TypeError("models: not an object")
+        return cls(
+            scenario=str(record["scenario"]),
+            policy=str(record["policy"]),
+            duration_s=float(record["duration_s"]),
+            wall_s=float(record["wall_s"]),
+            models={str(name): ModelReport.from_record(m) for name, m in models.items()},
+            total=ModelReport.from_record(record["total"]),
+        )
 
 
 def _percentiles(values: FloatArray, keys: Sequence[str]) -> dict[str, float | None]:

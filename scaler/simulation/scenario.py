@@ -10,6 +10,7 @@ policies it names (or others given on the command line), and the merged, scaled 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -347,6 +348,18 @@ class PreparedScenario:
         """The memory one pod of `model` requests (the profile's, else the policy's)."""
         profile = self.scenario.models[model].memory_gib
         return profile if profile is not None else self.policy(model).placement.memory_gib
+
+    def digest(self) -> str:
+        """A sha256 of what a run depends on (scenario, policies, trace; not the file's path):
+        shards of one sharded run must have run on the same."""
+        digest = hashlib.sha256(self.scenario.model_dump_json().encode())
+        for policy in self.policies:
+            digest.update(policy.model_dump_json().encode())
+        digest.update(repr(self.trace.models).encode())
+        for array in (self.trace.time, self.trace.model, self.trace.prompt, self.trace.output):
+            digest.update(array.dtype.str.encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
 
 
 def prepare(

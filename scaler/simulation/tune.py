@@ -15,6 +15,13 @@ SLO attainment. The chosen policy is the cheapest one whose attainment reaches t
 (the policy's ``slo.percentile`` / 100 unless given: p95 wait within the threshold is the
 same as 95 % of requests within it); ties go to the higher attainment. The Pareto frontier
 (no other candidate both cheaper and at least as good) is printed.
+
+Sharded (a Kubernetes Indexed Job, ``scaler tune --shard K/N`` in each pod): the candidate
+list depends only on the policy, the requested count and the seed, so every shard builds the
+same list, evaluates the items i with i mod N == K and writes them to a shard file
+(`scaler.simulation.shards`); `merge_tune` rebuilds the list from the shards' inputs and
+chooses from the scores in item order, exactly as `tune_policy` does, so the frontier and
+the chosen policy's bytes are those of a single run.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ import multiprocessing
 import os
 import random
 import tempfile
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,12 +42,13 @@ from typing import Any
 import yaml
 from rich.table import Table
 
-from scaler.core import ModelPolicy
+from scaler.core import JsonValue, ModelPolicy
 from scaler.policy import check_file
 from scaler.simulation.engine import simulate
 from scaler.simulation.report import build_report
 from scaler.simulation.scaler_policy import ScalerPolicy
 from scaler.simulation.scenario import PreparedScenario
+from scaler.simulation.shards import Shard, ShardError, ShardSet, read_shards, write_shard
 
 TARGET_FACTORS = (0.5, 0.75, 1.0, 1.5, 2.0)
 SCALE_UP_WINDOWS = (0.0, 30.0)
@@ -128,6 +137,36 @@ def search_space(policy: ModelPolicy, count: int, seed: int) -> list[Parameters]
     return [current, *others][: max(1, count)]
 
 
+@dataclass(frozen=True, slots=True)
+class Score:
+    """How one candidate did on the tuned model, and what evaluating it cost."""
+
+    gib_hours: float
+    slo_attainment: float
+    slo_wait_s: float | None
+    wall_s: float  # wall time of the evaluation (not part of the result: sizing only)
+
+
+@dataclass(frozen=True)
+class CandidateList:
+    """The deterministic candidate list of a run: item i is (points[i], policies[i]).
+
+    It depends only on the model's policy, the requested count and the seed, so every shard
+    of a sharded run builds the same list and runs its own items of it.
+    """
+
+    model: str
+    base: ModelPolicy
+    points: tuple[Parameters, ...]
+    policies: tuple[ModelPolicy, ...]
+
+
+def candidate_list(base: ModelPolicy, count: int, seed: int) -> CandidateList:
+    """The candidates of tuning `base`: `search_space` with each point applied."""
+    points = tuple(search_space(base, count, seed))
+    return CandidateList(base.model, base, points, tuple(apply(base, p) for p in points))
+
+
 _SHARED: PreparedScenario | None = None  # the scenario, sent once to each worker process
 
 
@@ -136,10 +175,16 @@ def _init_worker(prepared: PreparedScenario) -> None:
     _SHARED = prepared
 
 
-def _evaluate(model: str, policy: ModelPolicy) -> tuple[float, float, float | None]:
-    """Run the shared scenario with `policy` for `model`: (GiB-hours, attainment, wait)."""
+def _evaluate(model: str, policy: ModelPolicy) -> Score:
+    """Run the shared scenario with `policy` for `model` (in a worker process)."""
     assert _SHARED is not None, "worker not initialized"
-    return evaluate(_SHARED, model, policy)
+    return _timed(_SHARED, model, policy)
+
+
+def _timed(prepared: PreparedScenario, model: str, policy: ModelPolicy) -> Score:
+    started = time.perf_counter()
+    gib_hours, attainment, wait = evaluate(prepared, model, policy)
+    return Score(gib_hours, attainment, wait, time.perf_counter() - started)
 
 
 def evaluate(
@@ -151,6 +196,60 @@ def evaluate(
     result = simulate(run, ScalerPolicy(policies, keep_decisions=False))
     figures = build_report(result).models[model]
     return figures.gib_hours, figures.slo_attainment, figures.slo_wait_s
+
+
+def evaluate_candidates(
+    prepared: PreparedScenario,
+    candidates: CandidateList,
+    items: Sequence[int],
+    *,
+    workers: int | None = None,
+    progress: Callable[[float, float], None] | None = None,
+) -> dict[int, Score]:
+    """Score the candidates `items` of the list, in parallel processes (in this one for a
+    single worker); `progress` gets (done, len(items)) as each finishes."""
+    model = candidates.model
+    cpus = os.cpu_count() or 1
+    processes = max(1, min(workers or cpus, cpus, len(items)))
+    scores: dict[int, Score] = {}
+    if processes == 1:
+        for done, item in enumerate(items, start=1):
+            scores[item] = _timed(prepared, model, candidates.policies[item])
+            if progress is not None:
+                progress(float(done), float(len(items)))
+        return scores
+    with ProcessPoolExecutor(
+        max_workers=processes,
+        mp_context=multiprocessing.get_context("spawn"),  # no fork of a threaded parent
+        initializer=_init_worker,
+        initargs=(prepared,),
+    ) as pool:
+        futures = {pool.submit(_evaluate, model, candidates.policies[i]): i for i in items}
+        for done, future in enumerate(as_completed(futures), start=1):
+            scores[futures[future]] = future.result()
+            if progress is not None:
+                progress(float(done), float(len(items)))
+    return scores
+
+
+def choose(candidates: CandidateList, target: float, scores: Mapping[int, Score]) -> TuneResult:
+    """The frontier and the choice among the scored items (in item order, so that ties
+    break the same way however the items were split). Pure."""
+    evaluated = tuple(
+        Candidate(
+            candidates.points[i],
+            candidates.policies[i],
+            score.gib_hours,
+            score.slo_attainment,
+            score.slo_wait_s,
+            is_current=i == 0,
+        )
+        for i, score in sorted(scores.items())
+    )
+    frontier = pareto_frontier(evaluated)
+    feasible = [c for c in evaluated if c.slo_attainment >= target - 1e-12]
+    chosen = min(feasible, key=lambda c: (c.gib_hours, -c.slo_attainment)) if feasible else None
+    return TuneResult(candidates.model, target, evaluated, frontier, chosen)
 
 
 def tune_policy(
@@ -166,30 +265,125 @@ def tune_policy(
     """Evaluate candidates in parallel and choose (see the module docstring)."""
     base = prepared.policy(model)
     target = base.slo.percentile / 100.0 if slo_target is None else slo_target
-    points = search_space(base, candidates, seed)
-    policies = [apply(base, p) for p in points]
-    processes = max(1, min(workers or os.cpu_count() or 1, os.cpu_count() or 1, len(points)))
-    scores: list[tuple[float, float, float | None] | None] = [None] * len(points)
-    with ProcessPoolExecutor(
-        max_workers=processes,
-        mp_context=multiprocessing.get_context("spawn"),  # no fork of a threaded parent
-        initializer=_init_worker,
-        initargs=(prepared,),
-    ) as pool:
-        futures = {pool.submit(_evaluate, model, p): i for i, p in enumerate(policies)}
-        for done, future in enumerate(as_completed(futures), start=1):
-            scores[futures[future]] = future.result()
-            if progress is not None:
-                progress(float(done), float(len(points)))
-    evaluated = tuple(
-        Candidate(point, policy, score[0], score[1], score[2], is_current=i == 0)
-        for i, (point, policy, score) in enumerate(zip(points, policies, scores, strict=True))
-        if score is not None
+    listed = candidate_list(base, candidates, seed)
+    items = range(len(listed.points))
+    scores = evaluate_candidates(prepared, listed, items, workers=workers, progress=progress)
+    return choose(listed, target, scores)
+
+
+SHARD_KIND = "tune"
+
+
+def tune_shard(
+    prepared: PreparedScenario,
+    model: str,
+    shard: Shard,
+    directory: Path,
+    *,
+    slo_target: float | None = None,
+    candidates: int = 24,
+    workers: int | None = None,
+    seed: int = 0,
+    progress: Callable[[float, float], None] | None = None,
+) -> Path:
+    """Evaluate shard K of N of the candidate list and write its shard file; its path."""
+    started = time.perf_counter()
+    base = prepared.policy(model)
+    target = base.slo.percentile / 100.0 if slo_target is None else slo_target
+    listed = candidate_list(base, candidates, seed)
+    items = shard.items(len(listed.points))
+    scores = evaluate_candidates(prepared, listed, items, workers=workers, progress=progress)
+    inputs: dict[str, JsonValue] = {
+        "model": model,
+        "seed": seed,
+        "candidates": candidates,
+        "slo_target": target,
+        "policy": base.model_dump(by_alias=True, mode="json", exclude_none=True),
+        "points": [
+            [p.target_factor, p.scale_up_seconds, p.scale_down_seconds, p.idle_seconds]
+            for p in listed.points
+        ],
+        "scenario": {
+            "name": prepared.scenario.name,
+            "path": str(prepared.path),
+            "digest": prepared.digest(),
+        },
+    }
+    results: list[dict[str, JsonValue]] = [
+        {
+            "item": item,
+            "gib_hours": score.gib_hours,
+            "slo_attainment": score.slo_attainment,
+            "slo_wait_s": score.slo_wait_s,
+            "wall_s": round(score.wall_s, 3),
+        }
+        for item, score in sorted(scores.items())
+    ]
+    return write_shard(
+        directory,
+        SHARD_KIND,
+        shard,
+        items=len(listed.points),
+        inputs=inputs,
+        results=results,
+        wall_s=time.perf_counter() - started,
     )
-    frontier = pareto_frontier(evaluated)
-    feasible = [c for c in evaluated if c.slo_attainment >= target - 1e-12]
-    chosen = min(feasible, key=lambda c: (c.gib_hours, -c.slo_attainment)) if feasible else None
-    return TuneResult(model, target, evaluated, frontier, chosen)
+
+
+@dataclass(frozen=True)
+class TuneMerge:
+    """A merged sharded run: the result a single run gives, and the shards it came from."""
+
+    result: TuneResult
+    shards: ShardSet[Score]
+    candidates: CandidateList
+
+
+def _score(record: Mapping[str, Any]) -> Score:
+    wait = record["slo_wait_s"]
+    return Score(
+        float(record["gib_hours"]),
+        float(record["slo_attainment"]),
+        None if wait is None else float(wait),
+        float(record["wall_s"]),
+    )
+
+
+def merge_tune(
+    directory: Path, *, slo_target: float | None = None, allow_incomplete: bool = False
+) -> TuneMerge:
+    """Merge the tune shard files of `directory` into the single-run result.
+
+    The shards' own target applies unless `slo_target` overrides it (the evaluation does not
+    depend on it). Raises ShardError (see `read_shards`); with `allow_incomplete` the choice
+    is among the candidates of the shards present.
+    """
+    shards = read_shards(directory, SHARD_KIND, _score, allow_incomplete=allow_incomplete)
+    inputs = shards.inputs
+    first = shards.files[0].path
+    try:
+        base = ModelPolicy.model_validate(inputs["policy"])
+        raw_points = inputs["points"]
+        if not isinstance(raw_points, list):
+            raise TypeError("points: not a list")
+        points = tuple(_point(p) for p in raw_points)
+        if len(points) != shards.items:
+            raise ValueError(f"{len(points)} points for {shards.items} items")
+        stored = inputs["slo_target"]
+        if not isinstance(stored, int | float) or isinstance(stored, bool):
+            raise TypeError(f"slo_target {stored!r} is not a number")
+        target = float(stored) if slo_target is None else slo_target
+    except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        raise ShardError(f"{first}: corrupt shard inputs: {exc}") from None
+    listed = CandidateList(base.model, base, points, tuple(apply(base, p) for p in points))
+    return TuneMerge(choose(listed, target, shards.results), shards, listed)
+
+
+def _point(value: object) -> Parameters:
+    if not isinstance(value, list) or len(value) != 4:
+        raise TypeError(f"point {value!r}: expected [factor, up, down, idle]")
+    factor, up, down, idle = value
+    return Parameters(float(factor), float(up), float(down), None if idle is None else float(idle))
 
 
 def pareto_frontier(candidates: Sequence[Candidate]) -> tuple[Candidate, ...]:

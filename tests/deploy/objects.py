@@ -57,13 +57,14 @@ class SourcedObject:
 
 
 def manifest_files() -> list[Path]:
-    """Every YAML file under manifests/ that holds Kubernetes objects (policy copies and
-    model-file pins excluded: kustomize turns those into ConfigMaps)."""
+    """Every YAML file under manifests/ that holds Kubernetes objects (policy copies,
+    model-file pins and the tune Job's scenario excluded: kustomize turns those into
+    ConfigMaps)."""
     return sorted(
         path
         for path in MANIFESTS.rglob("*.yaml")
         if path.name not in NOT_OBJECTS
-        and not {"policies", "pins"} & set(path.relative_to(MANIFESTS).parts)
+        and not {"policies", "pins", "scenario"} & set(path.relative_to(MANIFESTS).parts)
     )
 
 

@@ -30,7 +30,8 @@ def _ids(objects: tuple[Obj, ...]) -> Counter[tuple[str, str, str]]:
 
 
 @pytest.mark.parametrize(
-    "directory", [".", "base", "workloads", "monitoring", "flux", "model-files"]
+    "directory",
+    [".", "base", "workloads", "monitoring", "flux", "model-files", "jobs", "jobs/merge"],
 )
 def test_directory_builds_without_duplicates(directory: str) -> None:
     """Each kustomization builds, and no object appears twice."""

@@ -52,11 +52,12 @@ def test_plain_manifests_validate_strictly(version: str) -> None:
 
 @pytest.mark.skipif(kubectl() is None, reason="kubectl not installed: no kustomize build")
 @pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("directory", [".", "model-files"])
+@pytest.mark.parametrize("directory", [".", "model-files", "jobs", "jobs/merge"])
 def test_kustomize_output_validates_strictly(directory: str, version: str) -> None:
-    """What `kubectl kustomize manifests/` and `manifests/model-files` build (generated
-    ConfigMaps included) is valid. (manifests/flux builds the same objects but the workloads
-    and the fetch Jobs, plus CRDs only.)"""
+    """What `kubectl kustomize manifests/`, `manifests/model-files` and the tuning Jobs
+    (`manifests/jobs`, `manifests/jobs/merge`) build (generated ConfigMaps included) is valid.
+    (manifests/flux builds the same objects but the workloads and the fetch Jobs, plus CRDs
+    only.)"""
     objects = [
         (f"build {directory}: {o['kind']}/{o['metadata']['name']}", o)
         for o in kustomize_build(directory)
