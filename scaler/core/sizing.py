@@ -1,13 +1,18 @@
-"""SLO-driven sizing: the fewest replicas whose predicted queue wait meets the SLO (pure).
+"""SLO-driven sizing: the fewest replicas whose slots hold the coming requests (pure).
 
-The model is a multi-server queue: every replica has ``slots`` request slots (llama-server
-``-np``, vLLM's concurrent sequences), requests arrive at rate λ and hold a slot for a mean
-service time S, so the offered load is ``a = λ·S`` busy slots. For ``c`` slots in all the
-probability that an arrival waits at all is Erlang C, ``C(c, a)``; in M/M/c the wait beyond
-that is exponential with rate ``(c - a) / S``, so ``P(wait > t) = C(c, a)·exp(-(c - a)·t/S)``.
-LLM service times are far from exponential (heavy-tailed output lengths): the Allen–Cunneen
-approximation for M/G/c scales the mean wait by ``(1 + cv²) / 2`` (cv: the coefficient of
-variation of the service time), which we apply to the tail's time constant.
+Every replica has ``slots`` request slots (llama-server ``-np``, vLLM's concurrent
+sequences); requests arrive at rate λ and hold a slot for a mean service time S. A replica
+asked for now serves only after a reaction time R (detection + cold start), so the replicas
+running now must hold what comes until then: the requests in service that are still there
+(each with probability ``exp(-R/S)``) plus the arrivals of R still in the system
+(``λ·S·(1 - exp(-R/S))``), counted as a Poisson, or a negative binomial when arrivals are
+burstier than Poisson (`size_for_slo`). A request may wait up to the SLO threshold W, in which
+about ``slots·W/S`` slots of a replica free up, so a replica holds ``slots·(1 + W/S)``.
+
+The steady-state wait at the SLO percentile is reported alongside (`wait_quantile`): Erlang C,
+``P(wait > t) = C(c, a)·exp(-(c - a)·t/S)`` for ``c`` slots and load ``a = λ·S``, with the
+time constant scaled by Allen–Cunneen's ``(ca² + cs²) / 2`` for bursty arrivals and
+non-exponential service (heavy-tailed LLM output lengths).
 
 Sources: Erlang C and its tail, e.g. Harchol-Balter, "Performance Modeling and Design of
 Computer Systems" (2013), ch. 14; Allen–Cunneen: Allen, "Probability, Statistics and
@@ -54,19 +59,6 @@ def variability(arrival_scv: float, service_cv: float) -> float:
     return (arrival_scv + service_cv * service_cv) / 2.0
 
 
-def wait_tail(
-    servers: int, load: float, service_s: float, wait_s: float, spread: float = 1.0
-) -> float:
-    """P(queue wait > `wait_s`) in G/G/c: the Erlang C tail with its time constant scaled
-    by `spread` (Allen–Cunneen's ``variability``) (pure)."""
-    if load <= 0.0:
-        return 0.0
-    if servers <= 0 or load >= servers:
-        return 1.0
-    decay = (servers - load) * wait_s / (service_s * spread)
-    return erlang_c(servers, load) * math.exp(-decay)
-
-
 def wait_quantile(
     servers: int, load: float, service_s: float, miss: float, spread: float = 1.0
 ) -> float:
@@ -102,22 +94,6 @@ class Sizing(NamedTuple):
         return wait_quantile(
             self.replicas * self.slots, self.load, self.service_seconds, self.miss, self.spread
         )
-
-
-def poisson_above(count: int, mean: float) -> float:
-    """P(X > `count`) for X Poisson with `mean` (pure)."""
-    if mean <= 0.0:
-        return 0.0 if count >= 0 else 1.0
-    if count < 0:
-        return 1.0
-    if count > mean + 12.0 * math.sqrt(mean) + 30.0:
-        return 0.0  # beyond twelve standard deviations: below float resolution
-    term = math.exp(-mean)
-    below = term
-    for k in range(1, count + 1):
-        term *= mean / k
-        below += term
-    return max(0.0, 1.0 - below)
 
 
 def count_above(count: int, survivors: float, arrivals: float, dispersion: float) -> float:
@@ -328,20 +304,9 @@ class ServiceEstimate(NamedTuple):
         """(mean service time, the arrivals' count dispersion, the throughput the busy slots
         prove) in one call: `service_seconds`, ``variability(arrival_scv, service_cv)`` and
         ``mean_busy / service time`` (the decision's hot path asks for the three together)."""
-        rate, busy, weight, _, _, count_sq, _ = self
-        seen = rate * horizon  # requests_seen, written out (the hot path)
-        seconds = (
-            prior_s
-            if seen <= 0.0
-            else (prior_s * prior_requests + busy / rate * seen) / (prior_requests + seen)
-        )
-        scv = 1.0
-        if weight > 0.0 and seen >= _MIN_DISPERSION_REQUESTS:
-            mean = rate / weight * window_s
-            ratio = (count_sq / weight - mean * mean) / mean
-            scv = 20.0 if ratio > 20.0 else 0.5 if ratio < 0.5 else ratio
-        dispersion = (scv + service_cv * service_cv) / 2.0
-        return seconds, dispersion, (busy / weight if weight > 0.0 else 0.0) / seconds
+        seconds = self.service_seconds(prior_s, prior_requests, horizon)
+        dispersion = variability(self.arrival_scv(window_s, horizon), service_cv)
+        return seconds, dispersion, self.mean_busy() / seconds
 
     def mean_busy(self) -> float:
         """The busy slots averaged over the calibration horizon (0 before any span)."""

@@ -283,6 +283,7 @@ class Decision:
 
     def to_json(self) -> dict[str, JsonValue]:
         """A JSON-ready dict; signal and reason names are their string values."""
+        wait = None if self.sizing is None else self.sizing.predicted_wait_s
         return {
             "model": self.model,
             "time": self.time,
@@ -304,9 +305,7 @@ class Decision:
                 "serviceSeconds": self.sizing.service_seconds,
                 "load": self.sizing.load,
                 # JSON has no infinity: an overloaded prediction is null.
-                "predictedWaitSeconds": self.sizing.predicted_wait_s
-                if math.isfinite(self.sizing.predicted_wait_s)
-                else None,
+                "predictedWaitSeconds": wait if wait is not None and math.isfinite(wait) else None,
                 "predictedMissRatio": self.sizing.predicted_miss,
                 "arrivalDispersion": self.sizing.dispersion,
             },

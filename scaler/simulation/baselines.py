@@ -58,15 +58,16 @@ def _hpa_for(
     sync_period_seconds: float,
     tolerance: float,
     downscale_stabilization_seconds: float,
+    targets: Sequence[float] | None = None,
 ) -> HpaEmulator:
-    # One External metric per targeted signal, AverageValue = the per-replica target;
-    # behavior nil (legacy normalisation), minReplicas at least 1 (no HPAScaleToZero).
+    # One External metric per target (default: per targeted signal), AverageValue = the
+    # per-replica target; behavior nil (legacy normalisation), minReplicas at least 1 (no
+    # HPAScaleToZero).
+    chosen = [t for _, t in policy.targets.items()] if targets is None else targets
     return HpaEmulator(
         HpaSpec(
             max_replicas=policy.replicas.max,
-            metrics=tuple(
-                MetricTarget("AverageValue", target_milli(t)) for _, t in policy.targets.items()
-            ),
+            metrics=tuple(MetricTarget("AverageValue", target_milli(t)) for t in chosen),
             min_replicas=max(1, policy.replicas.min),
             tolerance=tolerance,
             downscale_stabilization_seconds=downscale_stabilization_seconds,
@@ -464,11 +465,9 @@ class HpaWarmBaseline(HpaBaseline):
 
 @dataclass
 class _Route:
-    """One HTTPScaledObject: its concurrency target, bounds and activity."""
+    """One HTTPScaledObject: its lower bound, its generated HPA and its activity."""
 
-    target: float
     min_replicas: int
-    max_replicas: int
     hpa: HpaEmulator
     last_active: float | None = None
 
@@ -507,20 +506,14 @@ class KedaHttpBaseline:
         self.scaledown_period = scaledown_period
         self._routes: dict[str, _Route] = {}
         for p in policies:
-            target = p.targets.inflight_requests or default_target
             self._routes[p.model] = _Route(
-                target=target,
                 min_replicas=p.replicas.min,
-                max_replicas=p.replicas.max,
-                hpa=HpaEmulator(
-                    HpaSpec(
-                        max_replicas=p.replicas.max,
-                        metrics=(MetricTarget("AverageValue", target_milli(target)),),
-                        min_replicas=max(1, p.replicas.min),
-                        tolerance=tolerance,
-                        downscale_stabilization_seconds=downscale_stabilization_seconds,
-                        sync_period_seconds=interval,
-                    )
+                hpa=_hpa_for(
+                    p,
+                    sync_period_seconds=interval,
+                    tolerance=tolerance,
+                    downscale_stabilization_seconds=downscale_stabilization_seconds,
+                    targets=[p.targets.inflight_requests or default_target],
                 ),
             )
 

@@ -11,12 +11,11 @@ from scaler.core.keepalive import MIN_GAPS, keep_alive_seconds, remember_gap
 from scaler.core.sizing import (
     ServiceEstimate,
     arrival_rate,
+    count_above,
     erlang_c,
-    poisson_above,
     size_for_slo,
     variability,
     wait_quantile,
-    wait_tail,
 )
 from tests.builders import Driver, homelab, make_observation, make_policy, signals
 
@@ -35,17 +34,18 @@ def test_wait_tail_and_quantile_are_inverse() -> None:
     """The quantile of the wait is where the tail falls to the miss ratio."""
     servers, load, service = 8, 5.0, 40.0
     t = wait_quantile(servers, load, service, 0.01, spread=0.8)
-    assert wait_tail(servers, load, service, t, spread=0.8) == pytest.approx(0.01)
+    tail = erlang_c(servers, load) * math.exp(-(servers - load) * t / (service * 0.8))
+    assert tail == pytest.approx(0.01)
     assert wait_quantile(4, 4.5, service, 0.01) == math.inf
 
 
-def test_poisson_above_sums_the_tail() -> None:
-    """P(X > k) for a Poisson, against a direct sum."""
+def test_count_above_sums_the_poisson_tail() -> None:
+    """P(X > k) for a Poisson count (no burstiness), against a direct sum."""
     mean = 3.7
     direct = 1.0 - sum(math.exp(-mean) * mean**i / math.factorial(i) for i in range(6))
-    assert poisson_above(5, mean) == pytest.approx(direct)
-    assert poisson_above(-1, mean) == 1.0
-    assert poisson_above(3, 0.0) == 0.0
+    assert count_above(5, 1.2, mean - 1.2, 1.0) == pytest.approx(direct)
+    assert count_above(-1, mean, 0.0, 1.0) == 1.0
+    assert count_above(3, 0.0, 0.0, 1.0) == 0.0
 
 
 def test_size_for_slo_grows_with_arrivals_and_with_requests_in_the_system() -> None:
