@@ -332,6 +332,11 @@ def _decode_calls(served: _Served, at: np.ndarray, rate: float) -> tuple[np.ndar
     return calls, slots
 
 
+def _add(family: FamilyOf, name: str, kind: str, labels: dict[str, str], points: Points) -> None:
+    """One series of `name` (a `kind` family) with `labels`."""
+    family(name, kind).add(name, labels, points)
+
+
 def _points(at: np.ndarray, values: np.ndarray) -> Points:
     return list(zip(at.tolist(), values.tolist(), strict=True))
 
@@ -358,20 +363,12 @@ def _llamacpp(
     for name, values in counters.items():
         family(name, "counter").add(name, labels, _points(at, values))
     busy = _busy(served, at)
-    family("llamacpp:requests_processing", "gauge").add(
-        "llamacpp:requests_processing", labels, _points(at, busy)
-    )
-    family("llamacpp:requests_deferred", "gauge").add(
-        "llamacpp:requests_deferred", labels, _points(at, queue)
-    )
+    _add(family, "llamacpp:requests_processing", "gauge", labels, _points(at, busy))
+    _add(family, "llamacpp:requests_deferred", "gauge", labels, _points(at, queue))
     calls, slots = _decode_calls(served, at, rate)
-    family("llamacpp:n_decode_total", "counter").add(
-        "llamacpp:n_decode_total", labels, _points(at, calls)
-    )
+    _add(family, "llamacpp:n_decode_total", "counter", labels, _points(at, calls))
     average = np.where(calls > 0, slots / np.maximum(calls, 1e-12), 0.0)
-    family("llamacpp:n_busy_slots_per_decode", "gauge").add(
-        "llamacpp:n_busy_slots_per_decode", labels, _points(at, average)
-    )
+    _add(family, "llamacpp:n_busy_slots_per_decode", "gauge", labels, _points(at, average))
 
 
 def _vllm(
@@ -384,12 +381,8 @@ def _vllm(
 ) -> None:
     done = served.done
     end = np.where(done, served.end, math.nan)
-    family("vllm:num_requests_running", "gauge").add(
-        "vllm:num_requests_running", labels, _points(at, _busy(served, at))
-    )
-    family("vllm:num_requests_waiting", "gauge").add(
-        "vllm:num_requests_waiting", labels, _points(at, queue)
-    )
+    _add(family, "vllm:num_requests_running", "gauge", labels, _points(at, _busy(served, at)))
+    _add(family, "vllm:num_requests_waiting", "gauge", labels, _points(at, queue))
     family("vllm:prompt_tokens_total", "counter").add(
         "vllm:prompt_tokens_total",
         labels,
@@ -402,9 +395,7 @@ def _vllm(
     )
     # Whole tokens, and never down for float rounding in the sum of ramps.
     generated = np.maximum.accumulate(np.floor(generated + 1e-6))
-    family("vllm:generation_tokens_total", "counter").add(
-        "vllm:generation_tokens_total", labels, _points(at, generated)
-    )
+    _add(family, "vllm:generation_tokens_total", "counter", labels, _points(at, generated))
     family("vllm:request_success_total", "counter").add(
         "vllm:request_success_total",
         {**labels, "finished_reason": "stop"},

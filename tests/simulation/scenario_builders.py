@@ -5,10 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from scaler.core import ModelPolicy
 from scaler.simulation.scenario import PreparedScenario, Scenario
-from scaler.simulation.traces import Trace, empty_trace, merge
-from tests.builders import make_policy
+from scaler.simulation.traces import (
+    TokenSizes,
+    Trace,
+    empty_trace,
+    merge,
+    poisson,
+    write_canonical,
+)
+from tests.builders import ROOT, make_policy
 
 PROFILES: dict[str, dict[str, Any]] = {
     "tinyllama": {
@@ -61,3 +70,40 @@ def make_scenario(
     parts = traffic if isinstance(traffic, list) else [traffic]
     trace = merge(parts).relabel(names) if parts else empty_trace(names)
     return PreparedScenario(Path("test.yaml"), scenario, tuple(policies), trace, ())
+
+
+def write_tiny_scenario(folder: Path) -> Path:
+    """A 20-minute two-model scenario file (tinyllama, Mixtral) with its trace next to it,
+    for command-line tests: a candidate or a run takes about 0.1 s."""
+    trace = merge(
+        [
+            poisson("tinyllama", rate=0.2, duration=1200, sizes=TokenSizes(300, 60), seed=1),
+            poisson("mixtral-8x7b", rate=0.005, duration=1200, sizes=TokenSizes(200, 60), seed=2),
+        ]
+    )
+    write_canonical(trace, folder / "trace.csv")
+    scenario = {
+        "kind": "Scenario",
+        "name": "tiny",
+        "policies": str(ROOT / "policies"),
+        "nodes": [{"name": "n1", "allocatableGiB": 90}, {"name": "n2", "allocatableGiB": 90}],
+        "models": {
+            "tinyllama": {
+                "slots": 4,
+                "prefillTokensPerSecond": 200,
+                "decodeTokensPerSecond": 60,
+                "coldStart": {"medianSeconds": 8},
+            },
+            "mixtral-8x7b": {
+                "slots": 2,
+                "prefillTokensPerSecond": 18,
+                "decodeTokensPerSecond": 6.5,
+                "coldStart": {"medianSeconds": 40},
+            },
+        },
+        "traffic": [{"kind": "trace", "file": "trace.csv"}],
+        "drainSeconds": 300,
+    }
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(scenario))
+    return path

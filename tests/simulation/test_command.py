@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -15,7 +14,7 @@ from scaler.cli import app
 from scaler.policy import check_file
 from scaler.simulation import command
 from scaler.simulation.command import PROGRESS_AFTER_SECONDS, ProgressBar
-from scaler.simulation.traces import TokenSizes, merge, poisson, write_canonical
+from tests.simulation.scenario_builders import write_tiny_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -24,38 +23,7 @@ runner = CliRunner()
 @pytest.fixture
 def tiny(tmp_path: Path) -> Path:
     """A 20-minute two-model scenario file with its trace next to it."""
-    trace = merge(
-        [
-            poisson("tinyllama", rate=0.2, duration=1200, sizes=TokenSizes(300, 60), seed=1),
-            poisson("mixtral-8x7b", rate=0.005, duration=1200, sizes=TokenSizes(200, 60), seed=2),
-        ]
-    )
-    write_canonical(trace, tmp_path / "trace.csv")
-    scenario = {
-        "kind": "Scenario",
-        "name": "tiny",
-        "policies": str(ROOT / "policies"),
-        "nodes": [{"name": "n1", "allocatableGiB": 90}, {"name": "n2", "allocatableGiB": 90}],
-        "models": {
-            "tinyllama": {
-                "slots": 4,
-                "prefillTokensPerSecond": 200,
-                "decodeTokensPerSecond": 60,
-                "coldStart": {"medianSeconds": 8},
-            },
-            "mixtral-8x7b": {
-                "slots": 2,
-                "prefillTokensPerSecond": 18,
-                "decodeTokensPerSecond": 6.5,
-                "coldStart": {"medianSeconds": 40},
-            },
-        },
-        "traffic": [{"kind": "trace", "file": "trace.csv"}],
-        "drainSeconds": 300,
-    }
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(scenario))
-    return path
+    return write_tiny_scenario(tmp_path)
 
 
 def test_simulate_writes_json_plots_and_openmetrics(tiny: Path, tmp_path: Path) -> None:

@@ -28,9 +28,9 @@ from scaler.simulation.shards import (
     read_shards,
     write_shard,
 )
-from scaler.simulation.traces import TokenSizes, merge, poisson, write_canonical
 from scaler.simulation.tune import candidate_list, merge_tune, tune_shard
 from tests.builders import ROOT
+from tests.simulation.scenario_builders import write_tiny_scenario
 
 runner = CliRunner()
 
@@ -42,39 +42,7 @@ TUNE = ["--model", MODEL, "--candidates", str(CANDIDATES), "--slo-target", "0.9"
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 20-minute two-model scenario (a candidate runs in ~0.1 s) with its trace."""
-    folder = tmp_path_factory.mktemp("tiny")
-    trace = merge(
-        [
-            poisson("tinyllama", rate=0.2, duration=1200, sizes=TokenSizes(300, 60), seed=1),
-            poisson("mixtral-8x7b", rate=0.005, duration=1200, sizes=TokenSizes(200, 60), seed=2),
-        ]
-    )
-    write_canonical(trace, folder / "trace.csv")
-    scenario = {
-        "kind": "Scenario",
-        "name": "tiny",
-        "policies": str(ROOT / "policies"),
-        "nodes": [{"name": "n1", "allocatableGiB": 90}, {"name": "n2", "allocatableGiB": 90}],
-        "models": {
-            "tinyllama": {
-                "slots": 4,
-                "prefillTokensPerSecond": 200,
-                "decodeTokensPerSecond": 60,
-                "coldStart": {"medianSeconds": 8},
-            },
-            "mixtral-8x7b": {
-                "slots": 2,
-                "prefillTokensPerSecond": 18,
-                "decodeTokensPerSecond": 6.5,
-                "coldStart": {"medianSeconds": 40},
-            },
-        },
-        "traffic": [{"kind": "trace", "file": "trace.csv"}],
-        "drainSeconds": 300,
-    }
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(scenario))
-    return path
+    return write_tiny_scenario(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")
