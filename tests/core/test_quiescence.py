@@ -102,7 +102,8 @@ def test_an_awake_on_demand_model_is_promised_until_its_keep_alive() -> None:
     decision = driver.decisions[-1]
     assert decision.current_replicas == 1
     promised = quiet_until(policy, decision, driver.state, sample_age=0.0, tick_seconds=INTERVAL)
-    assert driver.state.idle_since is not None and decision.keep_alive_s is not None
+    assert driver.state.idle_since is not None
+    assert decision.keep_alive_s is not None
     assert promised == driver.state.idle_since + decision.keep_alive_s - INTERVAL
     while driver.now < promised:
         assert driver.step().desired_replicas == 1
