@@ -11,7 +11,7 @@
 3. A quiet week: the homelab with six requests over seven days, under ``scaler``, with idle
    ticks skipped (the default, ``scaler.simulation.engine``'s fast-forward) and with every
    tick run, in the same run: wall time and decide() calls of each, and whether the reports
-   agree.
+   agree; then every policy of ``scaler simulate`` both ways (the baselines skip too).
 
 Runs 1 and 2 are printed next to a baseline measured in the same run: the same scenario with
 no requests at all, every tick run (ticks, scrapes and decide_all only), so the per-request
@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scaler.core import ModelPolicy  # noqa: E402
+from scaler.simulation.comparison import POLICY_NAMES, make_autoscaler  # noqa: E402
 from scaler.simulation.engine import simulate  # noqa: E402
 from scaler.simulation.report import build_report  # noqa: E402
 from scaler.simulation.scaler_policy import ScalerPolicy  # noqa: E402
@@ -166,6 +167,17 @@ def report_week(prepared: PreparedScenario) -> None:
             f" {len(result.tick_times):,} ticks, {result.duration / wall:,.0f} simulated s per s"
         )
     print(f"  reports identical: {reports[0] == reports[1]}")
+    # `scaler simulate` runs every policy: the baselines skip their idle ticks too.
+    walls = []
+    for fast_forward in (True, False):
+        started = time.perf_counter()
+        for name in POLICY_NAMES:
+            simulate(prepared, make_autoscaler(name, prepared), fast_forward=fast_forward)
+        walls.append(time.perf_counter() - started)
+    print(
+        f"  every policy ({', '.join(POLICY_NAMES)}): {walls[0]:.2f} s with idle ticks skipped,"
+        f" {walls[1]:.2f} s with every tick run"
+    )
     print(f"  peak RSS so far: {peak_rss_mib():,.0f} MiB")
 
 
