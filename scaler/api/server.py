@@ -10,7 +10,9 @@ a served path are 405, unknown paths 404, both as Status objects.
 
 The HPA's question, one model by ``model=<name>``, is a lookup of the body the store rendered
 when the decision was published; any other selector takes the general path (parse, select,
-read, render), which gives the same bytes for that question.
+read, render), which gives the same bytes for that question. Each served namespace's metrics
+have routes of their own (a dictionary lookup for aiohttp, where the route with placeholders
+is a pattern match), on which the question is looked up by its raw query string, unparsed.
 
 Namespaces: the HPA asks in its own namespace, and each model's HPA lives in the model's
 target namespace (policy ``target.namespace``). With a ``namespaces`` mapping, a model is
