@@ -60,14 +60,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from scaler.core import Engine, ModelPolicy, Signal
-
-# The activator's self-metrics (scaler.api.metric_names, which this layer may not import;
-# tests/sources/test_templates.py checks the names are the same).
-ACTIVATOR_PENDING: Final = "scaler_activator_pending_requests"
-ACTIVATOR_FORWARDED: Final = "scaler_activator_forwarded_total"
-
-MODEL_LABEL: Final = "model"
-"""The label naming the model on every series scaler reads (added by target relabeling)."""
+from scaler.metric_names import ACTIVATOR_FORWARDED, ACTIVATOR_PENDING, MODEL_LABEL
 
 SERIES_LABEL: Final = "scaler_series"
 """Tags a default query's result series: ``value`` or ``sample_time``."""
