@@ -15,9 +15,9 @@ alone, so no brace doubling is needed):
 ``{model_label}``
     the label that names the model (``model``); results are grouped by it.
 
-Defaults (llm-serving-metrics.md §4), each name matched in both spellings
+Defaults (docs/metrics.md, "Prometheus queries"), each name matched in both spellings
 (``{__name__=~"vllm:x|vllm_x"}``) because a prometheus_client >= 0.23 exporter scraped by
-Prometheus 2.42 is stored with underscores (§3.6):
+Prometheus 2.42 is stored with underscores (prometheus/client_python#1177):
 
 - queue_depth: vLLM ``num_requests_waiting``; llama.cpp ``requests_deferred``; + pending;
 - inflight_requests: vLLM ``num_requests_running`` + ``num_requests_waiting``; llama.cpp

@@ -57,7 +57,7 @@ def result() -> SimulationResult:
 
 
 def test_json_report_has_exactly_the_contract_keys(result: SimulationResult) -> None:
-    """ARCHITECTURE.md "Simulation report": top-level, per-model and total keys, exactly."""
+    """docs/formats.md "Simulation report": top-level, per-model and total keys, exactly."""
     document = build_report(result).to_json()
     assert list(document) == ["scenario", "policy", "duration_s", "wall_s", "models", "total"]
     assert document["policy"] == "scaler"
