@@ -283,3 +283,21 @@ def test_readme_opens_with_the_two_commands() -> None:
         "pip install . && scaler simulate",
         "pip install -e '.[test]' && scripts/test",
     ]
+
+
+def test_every_docs_path_named_anywhere_exists() -> None:
+    """A comment or docstring that sends the reader to `docs/<page>` names a page that is
+    there (links are checked above; this covers code, manifests and policy files)."""
+    # Our pages sit at docs/<page> (and docs/dry-run/<file>); deeper paths are other projects'.
+    named = re.compile(r"(?<![\w/])docs/(?:dry-run/)?[\w-]+\.(?:md|py|yml)\b")
+    missing = []
+    for path in _project_files():
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            for found in named.findall(line):
+                if "://" not in line and not (ROOT / found).exists():
+                    missing.append(f"{_page_id(path)}:{number}: {found}")
+    assert not missing, "\n".join(missing)

@@ -1,4 +1,4 @@
-"""A stand-in for one model server's /metrics, for the dry run of `scaler serve` (docs/dry-run.md).
+"""A stand-in for one model server's /metrics, for the README's dry run of `scaler serve`.
 
 No model behind it: it reports the load you give it. Requests arrive at `--rate` per second
 and each takes `--service-seconds`, so `rate × service` are in the server (Little's law): the
