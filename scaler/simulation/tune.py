@@ -3,10 +3,15 @@
 The search space (a grid; sampled down to the requested number of candidates, seeded, the
 current policy always included):
 
-- every per-replica target multiplied by one factor (0.5 .. 2: lower targets mean more
-  replicas for the same load);
-- the scale-up and scale-down stabilization windows;
-- for on-demand models, the idle period before zero.
+- policies with a ``sizing`` section (the shipped ones): the percentile the sizing aims at
+  (``sizing.aimPercentile``, 98 .. 99.9: the queueing model misses the SLO by a margin that
+  depends on the traffic, so the aim that just meets it is found on the traffic itself) and
+  the cap on the learned scale-down hold (``scaleDown.stabilizationSeconds``); their targets
+  are only the fallback and stay as they are;
+- policies without one: every per-replica target multiplied by one factor (0.5 .. 2: lower
+  targets mean more replicas for the same load), and the scale-up and scale-down
+  stabilization windows;
+- for on-demand models, the idle period before zero (the keep-alive's cap).
 
 Each candidate runs the whole scenario under ``scaler`` (the other models keep their
 policies, so placement pressure stays real), in parallel processes (spawned, at most
@@ -54,6 +59,8 @@ TARGET_FACTORS = (0.5, 0.75, 1.0, 1.5, 2.0)
 SCALE_UP_WINDOWS = (0.0, 30.0)
 SCALE_DOWN_WINDOWS = (60.0, 180.0, 300.0, 600.0)
 IDLE_SECONDS = (300.0, 600.0, 900.0, 1800.0)
+AIM_PERCENTILES = (98.0, 99.0, 99.5, 99.8, 99.9)
+HOLD_CAPS = (60.0, 150.0, 300.0)
 
 
 class TuneError(Exception):
@@ -68,14 +75,27 @@ class Parameters:
     scale_up_seconds: float
     scale_down_seconds: float
     idle_seconds: float | None  # None for always-on models
+    aim_percentile: float | None = None  # sized policies: sizing.aimPercentile (None: the SLO's)
 
     def describe(self) -> str:
         """A short human label."""
         idle = "" if self.idle_seconds is None else f" idle {self.idle_seconds:g}s"
+        if self.aim_percentile is not None:
+            return f"aim p{self.aim_percentile:g} down {self.scale_down_seconds:g}s{idle}"
         return (
             f"targets x{self.target_factor:g} up {self.scale_up_seconds:g}s "
             f"down {self.scale_down_seconds:g}s{idle}"
         )
+
+    def as_list(self) -> list[JsonValue]:
+        """The point as a shard file stores it (`_point` reads it back)."""
+        return [
+            self.target_factor,
+            self.scale_up_seconds,
+            self.scale_down_seconds,
+            self.idle_seconds,
+            self.aim_percentile,
+        ]
 
 
 @dataclass(frozen=True)
@@ -105,6 +125,8 @@ def apply(policy: ModelPolicy, parameters: Parameters) -> ModelPolicy:
     """`policy` with `parameters` applied (validated again by the schema)."""
     document: dict[str, Any] = policy.model_dump(by_alias=True, mode="json", exclude_none=True)
     document["targets"] = {k: v * parameters.target_factor for k, v in document["targets"].items()}
+    if parameters.aim_percentile is not None and "sizing" in document:
+        document["sizing"]["aimPercentile"] = parameters.aim_percentile
     document["scaleUp"]["stabilizationSeconds"] = parameters.scale_up_seconds
     document["scaleDown"]["stabilizationSeconds"] = parameters.scale_down_seconds
     if parameters.idle_seconds is not None and "scaleToZero" in document:
@@ -114,23 +136,34 @@ def apply(policy: ModelPolicy, parameters: Parameters) -> ModelPolicy:
 
 def current_parameters(policy: ModelPolicy) -> Parameters:
     """The point of the search space the policy already is."""
+    aim = None
+    if policy.sizing is not None:
+        aim = policy.sizing.aim_percentile or policy.slo.percentile
     return Parameters(
         1.0,
         policy.scale_up.stabilization_seconds,
         policy.scale_down.stabilization_seconds,
         policy.scale_to_zero.idle_seconds if policy.scale_to_zero else None,
+        aim,
     )
 
 
 def search_space(policy: ModelPolicy, count: int, seed: int) -> list[Parameters]:
     """Up to `count` grid points, the current policy first, the rest sampled (seeded)."""
     idle: Sequence[float | None] = IDLE_SECONDS if policy.scale_to_zero else (None,)
-    grid = [
-        Parameters(f, up, down, i)
-        for f, up, down, i in itertools.product(
-            TARGET_FACTORS, SCALE_UP_WINDOWS, SCALE_DOWN_WINDOWS, idle
-        )
-    ]
+    if policy.sizing is not None:
+        up = policy.scale_up.stabilization_seconds
+        grid = [
+            Parameters(1.0, up, down, i, aim)
+            for aim, down, i in itertools.product(AIM_PERCENTILES, HOLD_CAPS, idle)
+        ]
+    else:
+        grid = [
+            Parameters(f, up, down, i)
+            for f, up, down, i in itertools.product(
+                TARGET_FACTORS, SCALE_UP_WINDOWS, SCALE_DOWN_WINDOWS, idle
+            )
+        ]
     current = current_parameters(policy)
     others = [p for p in grid if p != current]
     random.Random(seed).shuffle(others)
@@ -299,10 +332,7 @@ def tune_shard(
         "candidates": candidates,
         "slo_target": target,
         "policy": base.model_dump(by_alias=True, mode="json", exclude_none=True),
-        "points": [
-            [p.target_factor, p.scale_up_seconds, p.scale_down_seconds, p.idle_seconds]
-            for p in listed.points
-        ],
+        "points": [p.as_list() for p in listed.points],
         "scenario": {
             "name": prepared.scenario.name,
             "path": str(prepared.path),
@@ -380,10 +410,18 @@ def merge_tune(
 
 
 def _point(value: object) -> Parameters:
-    if not isinstance(value, list) or len(value) != 4:
-        raise TypeError(f"point {value!r}: expected [factor, up, down, idle]")
-    factor, up, down, idle = value
-    return Parameters(float(factor), float(up), float(down), None if idle is None else float(idle))
+    # Four entries: a shard written before sized policies had their own search space.
+    if not isinstance(value, list) or len(value) not in (4, 5):
+        raise TypeError(f"point {value!r}: expected [factor, up, down, idle, aim]")
+    factor, up, down, idle, *rest = value
+    aim = rest[0] if rest else None
+    return Parameters(
+        float(factor),
+        float(up),
+        float(down),
+        None if idle is None else float(idle),
+        None if aim is None else float(aim),
+    )
 
 
 def pareto_frontier(candidates: Sequence[Candidate]) -> tuple[Candidate, ...]:
