@@ -298,8 +298,14 @@ def check_scenario(path: Path) -> tuple[Scenario | None, list[ScenarioError]]:
         return Scenario.model_validate(data), []
     except ValidationError as exc:
         errors = []
-        for err in exc.errors():
+        details = exc.errors()
+        for err in details:
             loc = tuple(err["loc"])
+            if err["type"] == "too_short" and any(
+                tuple(other["loc"])[: len(loc)] == loc and len(other["loc"]) > len(loc)
+                for other in details
+            ):
+                continue  # "at least 1 item" because every item was refused: said already
             message = str(err["msg"]).removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 message = "unknown field"
