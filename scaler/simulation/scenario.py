@@ -114,6 +114,14 @@ class ModelProfile(_Strict):
     # `cold_start`. See VirtualCluster for which starts count as first.
     uncached_cold_start: ColdStartProfile | None = None
 
+    def busy_service_seconds(self, prompt: np.ndarray, output: np.ndarray) -> np.ndarray:
+        """Each request's service time with every slot of the replica busy (the slowest
+        stream rate): prompt / prefill + output / stream rate. Pure."""
+        stream = self.decode_tokens_per_second / (
+            1.0 + self.decode_slowdown_per_stream * (self.slots - 1)
+        )
+        return np.asarray(prompt / self.prefill_tokens_per_second + output / stream)
+
     @property
     def worst_cold_start_seconds(self) -> float:
         """The longest any start can take, first or warm (what the oracle plans with)."""
