@@ -7,7 +7,8 @@ import math
 import pytest
 
 from scaler.core import ModelState, Reason, Signal, decide
-from scaler.core.keepalive import MIN_GAPS, keep_alive_seconds, remember_gap
+from scaler.core.keepalive import MIN_GAPS
+from scaler.core.policy import ModelPolicy
 from scaler.core.sizing import (
     ServiceEstimate,
     arrival_rate,
@@ -160,8 +161,12 @@ def test_sized_policy_falls_back_to_targets_without_a_request_rate() -> None:
 
 def test_burst_is_met_at_once_and_released_after_the_down_window() -> None:
     """A 2-minute burst (10 in flight at 0.2 req/s) on mistral-7b scales up on the tick that
-    sees it; the extra replicas go after the down window, one a minute."""
-    policy = make_policy("mistral-7b", scaleDown={"stabilizationSeconds": 150})
+    sees it; the extra replicas go after the down window, one a minute. With no release
+    seen yet the window is the ski-rental's break-even: one cold start (90 s, under the
+    policy's 150 s)."""
+    policy = make_policy(
+        "mistral-7b", scaleDown={"stabilizationSeconds": 150}, coldStart={"seconds": 90}
+    )
 
     def load(t: float) -> dict[Signal, float]:
         busy = 600.0 <= t < 720.0
@@ -174,71 +179,68 @@ def test_burst_is_met_at_once_and_released_after_the_down_window() -> None:
     assert driver.current == 1
     driver.step()
     assert driver.current == 3
-    driver.run(until=720.0 + 140.0)
+    driver.run(until=720.0 + 80.0)
     assert driver.current == 3, "a dip must last the down window"
     driver.run(until=720.0 + 400.0)
     assert driver.current == 1
 
 
-def test_keep_alive_covers_a_sessions_pauses_and_not_the_gaps_between_sessions() -> None:
-    """Pauses of 60-120 s within sessions, hours between them: the keep-alive spans the
-    pauses (ski rental with a 150 s restart) and stops well short of the long gaps."""
-    gaps: tuple[float, ...] = ()
-    for gap in [60.0, 90.0, 120.0, 75.0, 3600.0, 100.0, 80.0, 5400.0, 110.0, 95.0]:
-        gaps = remember_gap(gaps, gap)
-    keep = keep_alive_seconds(gaps, restart_cost_s=150.0, prior_s=900.0, floor_s=30.0)
-    assert 120.0 <= keep < 600.0
+def _released_and_needed_again(gap: float, times: int) -> ModelState:
+    """A deepseek-coder state after `times` scale-downs 3 -> 2 each needed again `gap` s on."""
+    policy = make_policy("deepseek-coder")
+    state, now = ModelState(observed_replicas=3), 0.0
+    for _ in range(times):
+        for current, inflight in ((3, 0.0), (2, 12.0)):
+            # A quiet tick long after the last change releases one; a full one re-adds it.
+            now += gap if current == 2 else 600.0
+            observation = make_observation(
+                "deepseek-coder", queue=0.0, inflight=inflight, rate=0.01, current=current
+            )
+            _, state = decide(observation, policy, replace_state(state), NO_CLUSTER, now)
+    return state
 
 
-def test_keep_alive_is_short_when_gaps_are_long_and_prior_until_enough_gaps() -> None:
-    """Gaps far longer than a restart's cost: stop at the floor; too few gaps: the prior."""
-    long_gaps = tuple(float(g) for g in range(1000, 1000 + 100 * MIN_GAPS, 100))
-    assert keep_alive_seconds(long_gaps, restart_cost_s=60.0, prior_s=300.0, floor_s=30.0) == 30
-    few = long_gaps[: MIN_GAPS - 1]
-    assert keep_alive_seconds(few, restart_cost_s=60.0, prior_s=300.0, floor_s=30.0) == 300
+def replace_state(state: ModelState) -> ModelState:
+    """`state` with its stabilization history dropped, so each tick above decides afresh."""
+    return ModelState(
+        release_gaps=state.release_gaps,
+        released_at=state.released_at,
+        observed_replicas=state.observed_replicas,
+    )
 
 
-def test_on_demand_model_keeps_alive_through_pauses_then_goes_to_zero() -> None:
-    """Mixtral: sessions of requests 80 s apart, an hour between sessions. After a few
-    sessions have taught it the gaps, the model stays up through each pause and goes to
-    zero soon after the session, well before idleSeconds (900 s here)."""
-    policy = make_policy("mixtral-8x7b", scaleToZero={"idleSeconds": 900})
-    session_starts = [i * 3600.0 for i in range(1, 6)]
-
-    def active(t: float) -> bool:
-        for start in session_starts:
-            if start <= t < start + 600.0:
-                return (t - start) % 80.0 < 40.0  # 40 s requests every 80 s
-        return False
-
-    def load(t: float) -> dict[Signal, float]:
-        on = active(t)
-        return signals(inflight=1.0 if on else 0.0, rate=1 / 80 if on else 0.0)
-
-    driver = Driver(policy, load, current=0, cold_start=40.0)
-    decisions = driver.run(until=session_starts[-1] + 1500.0)
-    last = [d for d in decisions if d.time >= session_starts[-1]]
-    during = [d for d in last if d.time < session_starts[-1] + 600.0 and d.time > last[0].time]
-    assert all(d.desired_replicas >= 1 for d in during), "no zero within the session"
-    zero = next(d for d in last if d.time > session_starts[-1] + 600.0 and d.desired_replicas == 0)
-    assert zero.keep_alive_s is not None
-    assert zero.keep_alive_s < 900.0
-    assert zero.time < session_starts[-1] + 600.0 + 900.0
+def test_a_scale_down_needed_again_is_remembered_as_a_release_gap() -> None:
+    """Scale-down then scale-up: the time between is one release gap; JSON keeps it."""
+    state = _released_and_needed_again(40.0, 2)
+    assert state.release_gaps == (40.0, 40.0)
+    assert state.released_at is None
+    assert ModelState.from_json(state.to_json()).release_gaps == (40.0, 40.0)
 
 
-def test_a_request_counter_reading_zero_does_not_hide_the_load() -> None:
-    """llama.cpp has no request counter: a model whose requests bypass the activator reads a
-    rate of 0 while its slots are busy. Little's law on the busy slots (busy / S) stands in,
-    so it is sized as if the counter were right."""
-    policy = make_policy("tinyllama")  # 4 slots, 10 s prior service time
+def test_release_hold_shrinks_where_released_replicas_stay_unneeded() -> None:
+    """Gaps far beyond a cold start: holding never pays, the hold falls to its 15 s floor;
+    gaps shorter than a cold start: the hold covers them (up to the policy's window)."""
+    policy = make_policy("deepseek-coder", scaleDown={"stabilizationSeconds": 60})
+    assert policy.cold_start.seconds == 20.0
+    long_gaps = (3600.0,) * MIN_GAPS
+    # The first 1 s tick at or past the hold releases the replica.
+    assert _released_after(policy, long_gaps) == 15.0  # the floor
+    slow = policy.model_copy(
+        update={"cold_start": policy.cold_start.model_copy(update={"seconds": 40.0})}
+    )
+    assert _released_after(slow, (30.0,) * MIN_GAPS) == 33.0  # the 30 s gaps, 10 % to spare
+    assert _released_after(policy, long_gaps[1:]) == 20.0  # the prior: one cold start
+    assert _released_after(policy.model_copy(update={"sizing": None}), long_gaps) == 60.0, (
+        "targets carry no lookahead: the policy's window stands"
+    )
 
-    def load(rate: float) -> dict[Signal, float]:
-        return signals(inflight=3.5, rate=rate)
 
-    blind = Driver(policy, lambda _t: load(0.0), current=1)
-    seeing = Driver(policy, lambda _t: load(0.35), current=1)  # 3.5 busy / 10 s
-    blind.run(until=1800.0)
-    seeing.run(until=1800.0)
-    assert blind.decisions[-1].sizing is not None
-    assert blind.decisions[-1].sizing.arrival_rate == pytest.approx(0.35, rel=0.05)
-    assert blind.current == seeing.current == 2
+def _released_after(policy: ModelPolicy, gaps: tuple[float, ...]) -> float:
+    """When a dip from 2 replicas to a demand of 1, starting at 0, is first acted on."""
+    quiet = make_observation(policy.model, queue=0.0, inflight=0.0, rate=0.0, current=2)
+    state = ModelState(release_gaps=gaps, recommendations=((0.0, 2),), observed_replicas=2)
+    for tick in range(1, 200):
+        decision, state = decide(quiet, policy, state, NO_CLUSTER, float(tick))
+        if decision.desired_replicas < 2:
+            return float(tick)
+    return math.inf
