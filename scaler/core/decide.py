@@ -299,18 +299,22 @@ def _size(
     """The queueing model's replica count for `rate` requests/s (policies with sizing)."""
     rule = policy.sizing
     assert rule is not None
-    return size_for_slo(
+    sizing = size_for_slo(
         arrival_rate=rate,
         in_system=in_system,
         reaction_s=rule.detection_seconds + policy.cold_start.seconds,
         service_seconds=service_seconds,
         slots=rule.slots_per_replica,
         wait_s=policy.slo.queue_wait_seconds,
-        miss=policy.slo_miss_ratio,
+        miss=policy.sizing_miss_ratio,
         dispersion=dispersion,
         service_cv=rule.service_cv,
         limit=policy.replicas.max,
     )
+    if rule.aim_percentile is None:
+        return sizing
+    # The predicted wait is shown at the SLO's own percentile, whatever the aim.
+    return sizing._replace(miss=policy.slo_miss_ratio)
 
 
 def decide_all(
@@ -490,13 +494,21 @@ def _release_hold(policy: ModelPolicy, state: ModelState) -> float:
     if policy.sizing is None:
         return window
     if len(state.release_gaps) < MIN_GAPS:
-        return min(window, max(policy.cold_start.seconds, _RELEASE_FLOOR_SECONDS))
+        return min(window, max(_restart(policy), _RELEASE_FLOOR_SECONDS))
     return keep_alive_seconds(
         state.release_gaps,
-        restart_cost_s=policy.cold_start.seconds,
+        restart_cost_s=_restart(policy),
         prior_s=window,
         floor_s=min(window, _RELEASE_FLOOR_SECONDS),
     )
+
+
+def _restart(policy: ModelPolicy) -> float:
+    """A release's restart cost in replica-seconds: the reaction time. A replica released
+    and needed again is back one reaction time later (detection, then the cold start): the
+    cold start is paid in memory, the detection in requests the model runs short for."""
+    assert policy.sizing is not None
+    return policy.sizing.detection_seconds + policy.cold_start.seconds
 
 
 def _track_releases(

@@ -162,8 +162,8 @@ def test_sized_policy_falls_back_to_targets_without_a_request_rate() -> None:
 def test_burst_is_met_at_once_and_released_after_the_down_window() -> None:
     """A 2-minute burst (10 in flight at 0.2 req/s) on mistral-7b scales up on the tick that
     sees it; the extra replicas go after the down window, one a minute. With no release
-    seen yet the window is the ski-rental's break-even: one cold start (90 s, under the
-    policy's 150 s)."""
+    seen yet the window is the ski-rental's break-even: one reaction time (20 s detection +
+    90 s cold start, under the policy's 150 s)."""
     policy = make_policy(
         "mistral-7b", scaleDown={"stabilizationSeconds": 150}, coldStart={"seconds": 90}
     )
@@ -179,7 +179,7 @@ def test_burst_is_met_at_once_and_released_after_the_down_window() -> None:
     assert driver.current == 1
     driver.step()
     assert driver.current == 3
-    driver.run(until=720.0 + 80.0)
+    driver.run(until=720.0 + 100.0)
     assert driver.current == 3, "a dip must last the down window"
     driver.run(until=720.0 + 400.0)
     assert driver.current == 1
@@ -229,7 +229,7 @@ def test_release_hold_shrinks_where_released_replicas_stay_unneeded() -> None:
         update={"cold_start": policy.cold_start.model_copy(update={"seconds": 40.0})}
     )
     assert _released_after(slow, (30.0,) * MIN_GAPS) == 33.0  # the 30 s gaps, 10 % to spare
-    assert _released_after(policy, long_gaps[1:]) == 20.0  # the prior: one cold start
+    assert _released_after(policy, long_gaps[1:]) == 40.0  # the prior: a reaction time
     assert _released_after(policy.model_copy(update={"sizing": None}), long_gaps) == 60.0, (
         "targets carry no lookahead: the policy's window stands"
     )
@@ -244,3 +244,18 @@ def _released_after(policy: ModelPolicy, gaps: tuple[float, ...]) -> float:
         if decision.desired_replicas < 2:
             return float(tick)
     return math.inf
+
+
+def test_the_sizing_aims_at_its_own_percentile_and_reports_the_slos_wait() -> None:
+    """``sizing.aimPercentile`` moves the replica count (a lower aim never asks for more);
+    the predicted wait stays at the SLO's percentile."""
+    observation = make_observation("deepseek-coder", queue=0.0, inflight=6.0, rate=0.08, current=2)
+    counts = []
+    for aim in (98.0, 99.5, 99.9):
+        policy = make_policy("deepseek-coder", sizing={"aimPercentile": aim})
+        decision, _ = decide(observation, policy, ModelState(), NO_CLUSTER, 0.0)
+        assert decision.sizing is not None
+        assert decision.sizing.miss == policy.slo_miss_ratio
+        counts.append(decision.sizing.replicas)
+    assert counts == sorted(counts)
+    assert counts[0] < counts[-1]

@@ -37,6 +37,9 @@ MODEL_KEYS = [
     "scale_events",
     "max_replicas",
     "unplaceable_s",
+    "slo_percentile",
+    "slo_threshold_s",
+    "slo_wait_s",
 ]
 
 
