@@ -1,4 +1,4 @@
-"""The activator's self-metrics (names from ``scaler.api.metric_names``), one registry per app.
+"""The activator's self-metrics (names from ``scaler.metric_names``), one registry per app.
 
 A registry of its own (not the process-wide default) so two activators in one process (tests,
 the benchmark) do not share counters.
@@ -17,7 +17,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
-from scaler.api.metric_names import (
+from scaler.metric_names import (
     ACTIVATOR_FORWARDED,
     ACTIVATOR_PENDING,
     ACTIVATOR_REJECTED,

@@ -1,6 +1,6 @@
 """The adapter's own Prometheus metrics (/metrics) and its health flags (/readyz).
 
-Every name comes from ``scaler.api.metric_names``. The registry is owned by the instance, not
+Every name comes from ``scaler.metric_names``. The registry is owned by the instance, not
 prometheus_client's global one, so tests and several apps in one process never collide.
 The control loop calls the ``observe_*``/``set_*``/``mark_*`` methods; the API server's
 per-route guard calls ``observe_api_request``; ``/metrics`` renders ``exposition()``.
@@ -20,7 +20,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
-from scaler.api import metric_names as names
+from scaler import metric_names as names
 from scaler.core import Decision, ModelPolicy, Signal
 
 EXPOSITION_CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4

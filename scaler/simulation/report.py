@@ -1,6 +1,6 @@
 """The simulation report: per-model and total figures of one run, as JSON and as a table.
 
-The JSON shape is a contract (ARCHITECTURE.md, "Simulation report"); `SimulationReport.to_json`
+The JSON shape is a contract (docs/formats.md, "Simulation report"); `SimulationReport.to_json`
 emits exactly those keys. Definitions:
 
 - ``requests`` arrived; ``served`` completed; ``dropped`` refused at zero replicas (hpa,
@@ -142,7 +142,7 @@ class SimulationReport:
     total: ModelReport
 
     def to_json(self) -> dict[str, JsonValue]:
-        """Exactly the keys of ARCHITECTURE.md "Simulation report"."""
+        """Exactly the keys of docs/formats.md "Simulation report"."""
         return {
             "scenario": self.scenario,
             "policy": self.policy,

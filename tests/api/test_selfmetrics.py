@@ -8,7 +8,7 @@ import math
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from scaler.api import metric_names as names
+from scaler import metric_names as names
 from scaler.api.selfmetrics import Health, SelfMetrics
 from scaler.core import Reason, Signal
 from scaler.core.sizing import Sizing

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from scaler.activator.routes import build_routes
-from scaler.api.metric_names import EXTERNAL_DESIRED_REPLICAS, EXTERNAL_METRICS
 from scaler.core import ModelClass, ModelPolicy
+from scaler.metric_names import EXTERNAL_DESIRED_REPLICAS, EXTERNAL_METRICS
 from tests.deploy.objects import Obj, containers, named, of_kind, policies
 
 MODELS = sorted(policies())

@@ -44,7 +44,7 @@ def test_traffic_within_capacity_is_not_flagged() -> None:
 
 
 def test_the_raw_azure_trace_on_mistral_is_flagged_and_the_readme_scaling_is_not() -> None:
-    """5.5 req/s onto three CPU Mistral replicas: flagged; the README's example scaling
+    """5.5 req/s onto three CPU Mistral replicas: flagged; docs/cli.md's example scaling
     (--time-scale 2 --rate-scale 0.03, ~0.08 req/s) is within what they serve."""
     from scaler.simulation.command import what_if
 
