@@ -7,7 +7,7 @@ import math
 import pytest
 
 from scaler.core import ModelState, Reason, Signal, decide
-from scaler.core.keepalive import MIN_GAPS
+from scaler.core.keepalive import MIN_GAPS, keep_alive_seconds, remember_gap
 from scaler.core.policy import ModelPolicy
 from scaler.core.sizing import (
     ServiceEstimate,
@@ -259,3 +259,67 @@ def test_the_sizing_aims_at_its_own_percentile_and_reports_the_slos_wait() -> No
         counts.append(decision.sizing.replicas)
     assert counts == sorted(counts)
     assert counts[0] < counts[-1]
+
+
+def test_keep_alive_covers_a_sessions_pauses_and_not_the_gaps_between_sessions() -> None:
+    """Pauses of 60-120 s within sessions, hours between them: the keep-alive spans the
+    pauses (ski rental with a 150 s restart) and stops well short of the long gaps."""
+    gaps: tuple[float, ...] = ()
+    for gap in [60.0, 90.0, 120.0, 75.0, 3600.0, 100.0, 80.0, 5400.0, 110.0, 95.0]:
+        gaps = remember_gap(gaps, gap)
+    keep = keep_alive_seconds(gaps, restart_cost_s=150.0, prior_s=900.0, floor_s=30.0)
+    assert 120.0 <= keep < 600.0
+
+
+def test_keep_alive_is_short_when_gaps_are_long_and_prior_until_enough_gaps() -> None:
+    """Gaps far longer than a restart's cost: stop at the floor; too few gaps: the prior."""
+    long_gaps = tuple(float(g) for g in range(1000, 1000 + 100 * MIN_GAPS, 100))
+    assert keep_alive_seconds(long_gaps, restart_cost_s=60.0, prior_s=300.0, floor_s=30.0) == 30
+    few = long_gaps[: MIN_GAPS - 1]
+    assert keep_alive_seconds(few, restart_cost_s=60.0, prior_s=300.0, floor_s=30.0) == 300
+
+
+def test_on_demand_model_keeps_alive_through_pauses_then_goes_to_zero() -> None:
+    """Mixtral: sessions of requests 80 s apart, an hour between sessions. After a few
+    sessions have taught it the gaps, the model stays up through each pause and goes to
+    zero soon after the session, well before idleSeconds (900 s here)."""
+    policy = make_policy("mixtral-8x7b", scaleToZero={"idleSeconds": 900})
+    session_starts = [i * 3600.0 for i in range(1, 6)]
+
+    def active(t: float) -> bool:
+        for start in session_starts:
+            if start <= t < start + 600.0:
+                return (t - start) % 80.0 < 40.0  # 40 s requests every 80 s
+        return False
+
+    def load(t: float) -> dict[Signal, float]:
+        on = active(t)
+        return signals(inflight=1.0 if on else 0.0, rate=1 / 80 if on else 0.0)
+
+    driver = Driver(policy, load, current=0, cold_start=40.0)
+    decisions = driver.run(until=session_starts[-1] + 1500.0)
+    last = [d for d in decisions if d.time >= session_starts[-1]]
+    during = [d for d in last if d.time < session_starts[-1] + 600.0 and d.time > last[0].time]
+    assert all(d.desired_replicas >= 1 for d in during), "no zero within the session"
+    zero = next(d for d in last if d.time > session_starts[-1] + 600.0 and d.desired_replicas == 0)
+    assert zero.keep_alive_s is not None
+    assert zero.keep_alive_s < 900.0
+    assert zero.time < session_starts[-1] + 600.0 + 900.0
+
+
+def test_a_request_counter_reading_zero_does_not_hide_the_load() -> None:
+    """llama.cpp has no request counter: a model whose requests bypass the activator reads a
+    rate of 0 while its slots are busy. Little's law on the busy slots (busy / S) stands in,
+    so it is sized as if the counter were right."""
+    policy = make_policy("tinyllama")  # 4 slots, 10 s prior service time
+
+    def load(rate: float) -> dict[Signal, float]:
+        return signals(inflight=3.5, rate=rate)
+
+    blind = Driver(policy, lambda _t: load(0.0), current=1)
+    seeing = Driver(policy, lambda _t: load(0.35), current=1)  # 3.5 busy / 10 s
+    blind.run(until=1800.0)
+    seeing.run(until=1800.0)
+    assert blind.decisions[-1].sizing is not None
+    assert blind.decisions[-1].sizing.arrival_rate == pytest.approx(0.35, rel=0.05)
+    assert blind.current == seeing.current == 2
