@@ -26,9 +26,9 @@ from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequenc
 from dataclasses import dataclass, field
 from typing import cast
 
-from scaler.api.metric_names import EXTERNAL_BY_SIGNAL, EXTERNAL_DESIRED_REPLICAS, EXTERNAL_METRICS
 from scaler.api.value_list import render_answer
 from scaler.core import Decision, Reason
+from scaler.metric_names import EXTERNAL_BY_SIGNAL, EXTERNAL_DESIRED_REPLICAS, EXTERNAL_METRICS
 
 _SIGNAL_BY_METRIC = {name: signal for signal, name in EXTERNAL_BY_SIGNAL.items()}
 

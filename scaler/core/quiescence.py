@@ -25,9 +25,10 @@ The proof that the replica count holds, in the terms of decide()'s steps: every 
 so the per-signal demands are 0; with sizing, the arrival rate and busy slots the estimate
 holds only decay, so a bound on the load taken now bounds every later tick's, and a load
 small enough makes one replica enough (Markov: the count exceeds one replica's k slots with
-probability at most mean / (k + 1), kept under the SLO's miss ratio); the trend cannot
-project a rise out of values that small; a demand equal to the current count (or below it,
-at the policy's minimum) is what stabilization, step limits, the placement cap and the
+probability at most mean / (k + 1), kept under the miss ratio the sizing aims at); the
+trend cannot project a rise out of values that small; a demand equal to the current count
+(or below it, at the policy's minimum) is what stabilization (whatever its learned
+scale-down window: never longer than the policy's), step limits, the placement cap and the
 bounds then keep. On-demand models: asleep, they stay asleep while nothing is active; awake,
 they hold until their keep-alive runs out.
 
@@ -182,6 +183,6 @@ def _arrival_bound(policy: ModelPolicy, decision: Decision, state: ModelState) -
     per_replica = rule.slots_per_replica * (1.0 + policy.slo.queue_wait_seconds / s_high)
     # One replica's slots hold floor(per_replica) requests; the count overruns them with
     # probability at most load / (floor + 1) (Markov), which must stay under the miss ratio.
-    if load > _SAFETY * policy.slo_miss_ratio * (math.floor(per_replica) + 1):
+    if load > _SAFETY * policy.sizing_miss_ratio * (math.floor(per_replica) + 1):
         return None
     return load / rule.slots_per_replica

@@ -4,8 +4,8 @@ Each emulator is an aiohttp server on ``127.0.0.1:0`` running in its own thread 
 event loop, so it keeps answering Prometheus' scrapes whether the test is sync or async, and
 whatever the test's event loop is doing. The test sets the ground truth
 (`set(waiting=..., running=..., tokens_per_second=...)`) and reads it back (`truth()`); the
-emulator exports it under the EXACT upstream metric names
-(../shared/reference/llm-serving-metrics.md §1, §2):
+emulator exports it under the EXACT upstream metric names (docs/metrics.md, "Engine series
+scaler reads": vLLM's V1 engine loggers, llama.cpp's ``llama-server --metrics``):
 
 - `VllmServer`: ``vllm:num_requests_running``, ``vllm:num_requests_waiting``,
   ``vllm:kv_cache_usage_perc``, ``vllm:generation_tokens_total``,
@@ -21,10 +21,10 @@ so ``rate(counter[w])`` in Prometheus converges to the set rate once the window 
 scrapes. Changing a rate keeps the counter continuous (no reset).
 
 The body is always text format 0.0.4 (``Content-Type: text/plain; version=0.0.4``) whatever
-the Accept header says, so Prometheus 2.42 keeps the colons (trap §3.6). `Spelling.UNDERSCORE`
-serves ``vllm_num_requests_waiting`` etc. instead, as a prometheus_client >= 0.23 exporter
-negotiating OpenMetrics would end up stored. `Fault` modes serve NaN, +Inf, negative values or
-an unparseable body, for fault tests.
+the Accept header says, so Prometheus 2.42 keeps the colons (prometheus/client_python#1177).
+`Spelling.UNDERSCORE` serves ``vllm_num_requests_waiting`` etc. instead, as a
+prometheus_client >= 0.23 exporter negotiating OpenMetrics would end up stored. `Fault` modes
+serve NaN, +Inf, negative values or an unparseable body, for fault tests.
 """
 
 from __future__ import annotations
