@@ -22,7 +22,13 @@ from tests.builders import POLICIES, Driver, make_policy, signals
 
 INTERVAL = 5.0
 SHIPPED = sorted(load_policies(POLICIES), key=lambda p: p.model)
-POLICY_CHOICES = [*SHIPPED, *(p.model_copy(update={"sizing": None}) for p in SHIPPED)]
+POLICY_CHOICES = [
+    *SHIPPED,
+    *(p.model_copy(update={"sizing": None}) for p in SHIPPED),
+    # The sizing aiming above and below the SLO's own percentile.
+    make_policy("mistral-7b", sizing={"aimPercentile": 99.95}),
+    make_policy("tinyllama", sizing={"aimPercentile": 90}),
+]
 IDLE = signals()
 
 
@@ -86,7 +92,7 @@ loads = st.lists(
 def test_a_promise_holds_and_a_skip_ends_in_decides_state(
     policy: ModelPolicy, busy: list[dict[Signal, float]], ticks: int
 ) -> None:
-    """Any shipped policy (sized or by targets), after any busy stretch."""
+    """Any shipped policy (sized, with another aim, or by targets), after any busy stretch."""
     driver = quiet_driver(policy, busy)
     assert driver is not None, "idleness never became quiet within 12 hours"
     check_skip(driver, ticks)
