@@ -13,7 +13,7 @@ share an interpreter with it. Measured in the same run, with the same clients:
   model's decision every ``--publish-every`` seconds (5, the tick) while the clients run,
   preparing the snapshot (rendering every answer) in its thread, committing it on the
   event loop and releasing the one it replaced in its thread (the control loop itself
-  does both on the event loop, in slices: see ``-ticks``); threads switch every 0.5 ms,
+  does both on the event loop, in slices: see ``-ticks``); threads switch every 0.1 ms,
   as under the control loop;
 * ``api-1000-general``: the same question put as ``model in (<name>)``, which takes the
   general selector path (parse, select, read, render) on every request;

@@ -166,9 +166,12 @@ PUBLISH_SLICE_SECONDS = 0.0005
 """How long publishing (rendering answers, self-metrics, logs) runs before the event loop
 serves requests again: a request arriving during a tick waits about this long."""
 
-SWITCH_INTERVAL_SECONDS = 0.0005
+SWITCH_INTERVAL_SECONDS = 0.0001
 """The interpreter's thread switch interval while the loop runs (the default is 5 ms): the
-longest the worker thread running decide_all keeps the event loop waiting for the GIL."""
+longest the worker thread running decide_all keeps the event loop waiting for the GIL. A
+request waits that long at each of its socket operations (each lets the worker take the
+GIL): paced at 500 req/s with 1,000 models ticking every second, p99 6.4 ms at 0.1 ms
+against 16.5 ms at 0.5 ms (same run), the ticks no slower."""
 
 GC_THRESHOLDS = (700, 1, 2**31 - 1)
 """The collector's thresholds while the loop runs: a young pass every 700 allocations
@@ -185,12 +188,19 @@ _NO_READING = SourceReading(models={}, queries=())
 _T = TypeVar("_T")
 
 
+_PAUSE_SECONDS = 1e-6
+"""The pause between two slices: any positive delay, so that the next slice is a timer. The
+event loop runs timers after the connections' callbacks of the same turn, so a request that
+arrived during a slice is read before the next slice, and answered after it; resumed with
+``sleep(0)``, the next slice would go first, and every request would wait two slices."""
+
+
 async def _sliced(items: Iterable[_T]) -> AsyncIterator[_T]:
     """`items`, letting the event loop serve requests every PUBLISH_SLICE_SECONDS."""
     yield_at = time.perf_counter() + PUBLISH_SLICE_SECONDS
     for item in items:
         if time.perf_counter() >= yield_at:
-            await asyncio.sleep(0)
+            await asyncio.sleep(_PAUSE_SECONDS)
             yield_at = time.perf_counter() + PUBLISH_SLICE_SECONDS
         yield item
 
