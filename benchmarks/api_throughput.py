@@ -39,7 +39,7 @@ Two measurements per server and transport (plain HTTP and TLS):
 TLS runs have no client certificate (wrk cannot present one) and anonymous allowed; the
 handshake happens once per connection either way.
 
-    python benchmarks/api_throughput.py [--seconds 3] [--rounds 3] [--rate 500]
+    python benchmarks/api_throughput.py [--seconds 3] [--rounds 5] [--rate 500]
         [--transport both] [--publish-every 5] [--tick-every 5] [--tick-seconds 15]
 """
 
@@ -491,7 +491,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Measure and print the table."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each run")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per server")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="interleaved rounds per server (fewer: the shared machine's load shows)",
+    )
     parser.add_argument("--rate", type=float, default=500.0, help="paced request rate")
     parser.add_argument("--transport", choices=("http", "https", "both"), default="both")
     parser.add_argument(
