@@ -516,3 +516,57 @@ async def test_a_client_x_forwarded_prefix_is_not_passed_on() -> None:
     ]
     assert prefixes == ["/tinyllama", None]
 
+
+async def test_an_upstream_connection_is_not_reused_after_an_event_stream() -> None:
+    """Plain answers keep their upstream connection for the next request; an event stream's
+    is closed (llama-server closes it after the stream without saying so)."""
+    tracker = EndpointTracker()
+    tracker.set_ready("tinyllama", 1)  # no /health poll sharing the pool
+    gate = asyncio.Event()
+    async with (
+        ModelServerEmulator(stream_gate=gate) as server,
+        running_activator([tiny()], upstreams={"tinyllama": server.url}, tracker=tracker) as (
+            _activator,
+            url,
+        ),
+        aiohttp.ClientSession() as session,
+    ):
+        for tag in (0, 1):
+            assert (await post(session, url.with_path(CHAT), body_for(tag)))[0] == 200
+        async with session.post(url.with_path(CHAT), data=body_for(2, stream=True)) as response:
+            await until_content(response)  # the stream is open: its headers came first
+            gate.set()
+            await response.read()
+        assert (await post(session, url.with_path(CHAT), body_for(3)))[0] == 200
+    peers = [r.peer for r in server.received]
+    assert peers[0] == peers[1] == peers[2] != peers[3]
+
+
+async def test_a_request_on_a_connection_the_server_closed_is_sent_again_once() -> None:
+    """The server drops a kept-alive connection as a request goes out on it: the request is
+    sent once more, on a new connection, and answered. Dropped on a new connection (the pool
+    is empty now), it is a 502 at once: that server is failing, not closing an idle one."""
+    tracker = EndpointTracker()
+    tracker.set_ready("tinyllama", 1)
+    async with (
+        ModelServerEmulator() as server,
+        running_activator([tiny()], upstreams={"tinyllama": server.url}, tracker=tracker) as (
+            _activator,
+            url,
+        ),
+        aiohttp.ClientSession() as session,
+    ):
+        assert (await post(session, url.with_path(CHAT), body_for(1)))[0] == 200
+        server.drop_next = 1
+        status, answer = await post(session, url.with_path(CHAT), body_for(2))
+        assert status == 200
+        dropped, retried = server.received[1:]
+        assert dropped.body == retried.body == body_for(2)
+        assert dropped.peer == server.received[0].peer != retried.peer
+        assert answer == server.responses[retried.index]
+
+        server.drop_next = 1
+        status, answer = await post(session, url.with_path(CHAT), body_for(3))
+        assert status == 502
+        assert json.loads(answer)["error"]["code"] == "model_unreachable"
+        assert [r.body for r in server.received[3:]] == [body_for(3)]
