@@ -69,9 +69,9 @@ def real_families(real: LlamaServer) -> dict[str, tuple[str, str]]:
     return families(real.metrics())
 
 
-def simulator_series() -> dict[str, str]:
-    """Sample name -> type of the llama.cpp series in the simulator's OpenMetrics export of a
-    short run (an OpenMetrics counter family ``x`` has the samples ``x_total``)."""
+def simulator_series() -> dict[str, tuple[str, str]]:
+    """Sample name -> (type, HELP) of the llama.cpp series in the simulator's OpenMetrics
+    export of a short run (an OpenMetrics counter family ``x`` has the samples ``x_total``)."""
     scenario = make_scenario(
         poisson("tinyllama", rate=0.5, duration=60, sizes=TokenSizes(100, 20), seed=4),
         policies=[make_policy("tinyllama")],
@@ -80,8 +80,8 @@ def simulator_series() -> dict[str, str]:
     result = simulate(scenario, ScalerPolicy(scenario.policies))
     lines = engine_metrics.render_lines(result, openmetrics.EPOCH)
     return {
-        f"{name}_total" if kind == "counter" else name: kind
-        for name, (kind, _) in families("\n".join(lines)).items()
+        f"{name}_total" if kind == "counter" else name: (kind, help_text)
+        for name, (kind, help_text) in families("\n".join(lines)).items()
         if name.startswith("llamacpp:")
     }
 
@@ -90,7 +90,8 @@ def test_every_series_scaler_reads_is_one_the_real_server_exports(
     real_families: dict[str, tuple[str, str]],
 ) -> None:
     """The query templates, the history reader and the simulator's export name only series
-    the real server prints, each with the real type (rate() only on counters)."""
+    the real server prints (rate() only on counters); the simulator's types and HELP texts
+    are the real ones."""
     templates = {
         name
         for template in DEFAULT_TEMPLATES[Engine.LLAMACPP].values()
@@ -111,8 +112,8 @@ def test_every_series_scaler_reads_is_one_the_real_server_exports(
     for template in DEFAULT_TEMPLATES[Engine.LLAMACPP].values():
         for name in re.findall(r"rate\(\{__name__=~\"(llamacpp:[a-z_]+)", template.value):
             assert name in counters, f"rate() over {name}, which is not a counter"
-    for name, kind in simulated.items():
-        assert kind == real_families[name][0], f"the simulator types {name} as {kind}"
+    for name, (kind, help_text) in simulated.items():
+        assert (kind, help_text) == real_families[name], f"the simulator's {name}"
 
 
 def test_the_metrics_emulator_prints_what_the_real_server_prints(real: LlamaServer) -> None:
