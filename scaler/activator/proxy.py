@@ -7,6 +7,11 @@ its method, path (less a routing prefix), query, headers (less hop-by-hop ones) 
 response comes back with its status and headers (less hop-by-hop ones), and its body is
 written to the client chunk by chunk as it arrives, so server-sent events stream through.
 
+Upstream connections are pooled, but llama-server closes some without notice (after an event
+stream, and beyond its fixed HTTP threads): an event stream's connection is not pooled, and a
+request whose pooled connection turns out closed before any answer is sent once more on a new
+connection.
+
 Errors the activator produces itself are OpenAI-shaped (``{"error": {"message", "type",
 "code"}}``) so OpenAI clients show them; errors from the model server pass through untouched.
 
