@@ -13,7 +13,7 @@ A missing Prometheus binary FAILS the test with the install command: CI installs
 session (`tiny_model`), and stops each by PID at the end of the test (see
 tests/integration/llama_server.py). A missing binary (or ``gguf`` package) fails the test
 under ``CI=true``, where scripts/test builds it; elsewhere the test is skipped with the command
-that builds it (the first build takes 11-13 min on 2 cores).
+that builds it (the first build takes ~15 min on 2 cores).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def require_llama_server() -> Path:
     if missing:
         message = (
             f"{' and '.join(missing)} not installed: run scripts/llama-server (scripts/test "
-            "does; the first build takes 11-13 min on 2 cores) and pip install -e '.[test]'"
+            "does; the first build takes ~15 min on 2 cores) and pip install -e '.[test]'"
         )
         if os.environ.get("CI") == "true":
             pytest.fail(f"{message}; CI must build it", pytrace=False)
