@@ -67,7 +67,6 @@ import aiohttp
 from aiohttp import web
 
 from scaler.api.auth import Authenticator
-from scaler.api.metric_names import EXTERNAL_DESIRED_REPLICAS
 from scaler.api.selfmetrics import Health, SelfMetrics
 from scaler.api.server import build_app, serve_api
 from scaler.api.store import DecisionStore
@@ -75,6 +74,7 @@ from scaler.api.tls import serving_ssl_context
 from scaler.core import Decision, ModelPolicy, Reason, Signal
 from scaler.live.loop import ControlLoop, TickResult
 from scaler.live.serve import configure_logging
+from scaler.metric_names import EXTERNAL_DESIRED_REPLICAS
 from scaler.policy import load_policies
 from scaler.sources import ModelReading, ReplicaCount, SourceReading
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from scaler import __version__
 from scaler.activator.command import activator_command
 from scaler.dashboards.command import dashboards_command
 from scaler.live.command import serve_command
@@ -22,11 +24,40 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click's plain help: it wraps the descriptions to the terminal and never cuts a flag's
+    # name, where the rich panels cut long flags at 80-100 columns ("--allow-incomple…")
+    # and print "<bool>" after flags that take no value.
+    rich_markup_mode=None,
 )
 
 
+def package_version() -> str:
+    """scaler's version from the installed package's metadata (the source tree's when it
+    is run from a checkout that was never installed)."""
+    try:
+        return metadata.version("scaler")
+    except metadata.PackageNotFoundError:
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"scaler {package_version()}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print scaler's version and exit.",
+        ),
+    ] = False,
+) -> None:
     """Autoscaler for self-hosted LLM inference on Kubernetes."""
 
 

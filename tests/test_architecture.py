@@ -1,4 +1,4 @@
-"""The layering of ARCHITECTURE.md, checked on the source: scaler.core stays pure."""
+"""The layering of docs/design.md ("Layout"), checked on the source: scaler.core stays pure."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""scaler.activator (see README: Layout)."""
+"""scaler.activator: the cold-start request buffer (docs/activator.md)."""

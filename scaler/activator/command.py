@@ -115,6 +115,17 @@ async def run_activator(*, options: ActivatorOptions, stop: asyncio.Event | None
             probe=HealthProbe(activator.session),
             interval_s=options.health_interval_s,
         )
+        if api_client is None:
+            for route in routes:
+                if not route.overridden:
+                    log.warning(
+                        "upstream_not_given",
+                        model=route.model,
+                        upstream=str(route.upstream),
+                        hint=f"no --upstream {route.model}=URL: its requests go to the "
+                        "in-cluster Service name; pass --upstream, or --policies with only "
+                        "the models you run",
+                    )
         poll.start()
         watch = EndpointSliceWatch(routes=watched, tracker=tracker, api_client=api_client)
         if watched:

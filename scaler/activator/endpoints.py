@@ -8,7 +8,9 @@ fed by exactly one source per model:
   ``conditions.ready`` is true (or unset, which the API defines as ready), summed over slices.
 * ``HealthPoll`` (``--no-kubernetes`` or ``--upstream``): a poll of the model server's
   ``/health``; a 200 counts as one ready endpoint, anything else (llama.cpp answers 503 while
-  loading, vLLM does not listen yet) as none.
+  loading, vLLM does not listen yet) as none. A failing check is logged once when it starts
+  failing (``upstream_unhealthy``, with the error) and once when it recovers
+  (``upstream_healthy``), so a held request's reason is in the log, not one line per poll.
 
 Tests drive the tracker directly with ``set_ready``.
 """
@@ -74,14 +76,21 @@ class HealthProbe:
 
     async def healthy(self, upstream: URL) -> bool:
         """Whether the server at `upstream` answers ``/health`` with 200 now."""
+        return await self.fault(upstream) is None
+
+    async def fault(self, upstream: URL) -> str | None:
+        """Why the server at `upstream` is not healthy now ("HTTP 503", "connection refused:
+        ...", "timed out after 2 s"), or None when ``/health`` answers 200."""
         try:
             async with self._session.get(
                 upstream.with_path("/health"), timeout=self._timeout, allow_redirects=False
             ) as response:
                 await response.read()
-                return response.status == 200
-        except (aiohttp.ClientError, TimeoutError):
-            return False
+                return None if response.status == 200 else f"HTTP {response.status}"
+        except TimeoutError:
+            return f"timed out after {self._timeout.total:g} s"
+        except aiohttp.ClientError as exc:
+            return f"{type(exc).__name__}: {exc}"
 
 
 class HealthPoll:
@@ -115,9 +124,22 @@ class HealthPoll:
         self._tasks = []
 
     async def _poll(self, route: ModelRoute) -> None:
+        failing = False  # log a fault once when it starts and once when it ends, not per poll
         while True:
-            healthy = await self._probe.healthy(route.upstream)
-            self._tracker.set_ready(route.model, 1 if healthy else 0)
+            fault = await self._probe.fault(route.upstream)
+            if fault is not None and not failing:
+                log.warning(
+                    "upstream_unhealthy",
+                    model=route.model,
+                    upstream=str(route.upstream),
+                    error=fault,
+                    hint=f"requests for {route.model} are held (up to "
+                    f"{route.hold_timeout_s:g} s each) until {route.upstream}/health answers 200",
+                )
+            elif fault is None and failing:
+                log.info("upstream_healthy", model=route.model, upstream=str(route.upstream))
+            failing = fault is not None
+            self._tracker.set_ready(route.model, 0 if failing else 1)
             await asyncio.sleep(self._interval)
 
 

@@ -1,4 +1,4 @@
-"""The activator's self-metrics (names from ``scaler.api.metric_names``), one registry per app.
+"""The activator's self-metrics (names from ``scaler.metric_names``), one registry per app.
 
 A registry of its own (not the process-wide default) so two activators in one process (tests,
 the benchmark) do not share counters.
@@ -8,10 +8,16 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
-from scaler.api.metric_names import (
+from scaler.metric_names import (
     ACTIVATOR_FORWARDED,
     ACTIVATOR_PENDING,
     ACTIVATOR_REJECTED,
@@ -26,6 +32,13 @@ WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 2.5, 5, 10, 15, 20, 30, 60, 90, 120,
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 """The exposition format served on /metrics (Prometheus text 0.0.4)."""
+
+
+# No ``<counter>_created`` / ``<histogram>_created`` series: in the text format each is a
+# gauge of its own (``scaler_decisions_created``...), noise on every dashboard query. The
+# switch is process-wide (prometheus_client 0.26 has no per-registry one); this process
+# serves these metrics only.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
 
 
 class RejectReason(StrEnum):

@@ -1,6 +1,6 @@
 """The adapter's own Prometheus metrics (/metrics) and its health flags (/readyz).
 
-Every name comes from ``scaler.api.metric_names``. The registry is owned by the instance, not
+Every name comes from ``scaler.metric_names``. The registry is owned by the instance, not
 prometheus_client's global one, so tests and several apps in one process never collide.
 The control loop calls the ``observe_*``/``set_*``/``mark_*`` methods; the API server's
 per-route guard calls ``observe_api_request``; ``/metrics`` renders ``exposition()``.
@@ -11,10 +11,16 @@ from __future__ import annotations
 import math
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
-from scaler.api import metric_names as names
+from scaler import metric_names as names
 from scaler.core import Decision, ModelPolicy, Signal
 
 EXPOSITION_CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
@@ -25,6 +31,13 @@ _API_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2
 _QUERY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Cold starts run from seconds (tinyllama) to minutes (Mixtral from a cold page cache).
 _COLD_START_BUCKETS: Final = (5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
+
+
+# No ``<counter>_created`` / ``<histogram>_created`` series: in the text format each is a
+# gauge of its own (``scaler_decisions_created``...), noise on every dashboard query. The
+# switch is process-wide (prometheus_client 0.26 has no per-registry one); this process
+# serves these metrics only.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
 
 
 class SelfMetrics:

@@ -34,12 +34,12 @@ from aiohttp import web
 
 from scaler.api.auth import AuthenticationError, Authenticator, UserInfo
 from scaler.api.listener import ConnectionLimits, ListenerSite
-from scaler.api.metric_names import EXTERNAL_METRICS
 from scaler.api.selector import Operator, Requirement, Selector, SelectorError, parse_selector
 from scaler.api.selfmetrics import EXPOSITION_CONTENT_TYPE, Health, SelfMetrics
 from scaler.api.status import STATUS_PATH, StatusPage
 from scaler.api.store import DecisionStore, StaleMetricError, UnknownMetricError
-from scaler.api.value_list import MODEL_LABEL, render_item, render_value_list
+from scaler.api.value_list import render_item, render_value_list
+from scaler.metric_names import EXTERNAL_METRICS, MODEL_LABEL
 
 log = structlog.get_logger(__name__)
 

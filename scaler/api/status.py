@@ -200,7 +200,7 @@ STATUS_SCHEMA: Final[dict[str, JsonValue]] = {
         },
     },
 }
-"""JSON Schema (draft 2020-12) of the /status document; README "Status" documents it."""
+"""JSON Schema (draft 2020-12) of the /status document; docs/api.md "Status" documents it."""
 
 
 def _rfc3339(timestamp: float) -> str:

@@ -25,9 +25,9 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from scaler.api.metric_names import EXTERNAL_BY_SIGNAL, EXTERNAL_DESIRED_REPLICAS, EXTERNAL_METRICS
 from scaler.api.value_list import render_item, render_value_list
 from scaler.core import Decision, Reason
+from scaler.metric_names import EXTERNAL_BY_SIGNAL, EXTERNAL_DESIRED_REPLICAS, EXTERNAL_METRICS
 
 _SIGNAL_BY_METRIC = {name: signal for signal, name in EXTERNAL_BY_SIGNAL.items()}
 

@@ -19,11 +19,10 @@ from json.encoder import encode_basestring_ascii
 from typing import Final
 
 from scaler.api.quantity import format_quantity
+from scaler.metric_names import MODEL_LABEL
 
 API_VERSION: Final = "external.metrics.k8s.io/v1beta1"
 """The list's apiVersion: the group and version the server serves."""
-MODEL_LABEL: Final = "model"
-"""The one label of every item, and the one the HPA's selector names."""
 
 _HEAD: Final = (
     b'{"kind":"ExternalMetricValueList","apiVersion":'

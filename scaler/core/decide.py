@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
-from scaler.core.keepalive import keep_alive_seconds, remember_gap
+from scaler.core.keepalive import MIN_GAPS, keep_alive_seconds, remember_gap
 from scaler.core.placement import Occupancy
 from scaler.core.policy import FallbackMode, ModelPolicy
 from scaler.core.signals import Signal
@@ -49,6 +49,10 @@ _EPS = 1e-9
 # The shortest keep-alive: a request must have had a scrape (15 s) and a tick (5 s) to be
 # seen before an idle model goes to zero.
 _KEEP_ALIVE_FLOOR_SECONDS = 30.0
+
+# The shortest scale-down hold: a dip must outlast one scrape (15 s) to be more than the
+# noise of a single reading.
+_RELEASE_FLOOR_SECONDS = 15.0
 
 
 def decide(
@@ -238,7 +242,10 @@ def _decide(
         if policy.on_demand and demand < 1:
             demand = 1
             reasons.append(Reason.IDLE_PENDING)
-        desired, recommendations = _stabilize(demand, current, policy, state, now, reasons)
+        down_window = _release_hold(policy, state)
+        desired, recommendations = _stabilize(
+            demand, current, policy, state, now, reasons, down_window
+        )
         if partial and desired < current:
             desired = current  # a missing signal may hide load: never scale down on it
         desired = _limit_step(desired, current, policy, changes, now, reasons)
@@ -251,6 +258,7 @@ def _decide(
             desired = max(cap, floor)
             reasons.append(Reason.PLACEMENT_CAP)
     desired = _bound(desired, policy, reasons)
+    release_gaps, released_at = _track_releases(state, current, desired, now)
 
     decision = Decision(
         model=policy.model,
@@ -279,6 +287,8 @@ def _decide(
         observed_replicas=current,
         service=service,
         idle_gaps=idle_gaps,
+        release_gaps=release_gaps,
+        released_at=released_at,
     )
     return decision, next_state
 
@@ -289,18 +299,22 @@ def _size(
     """The queueing model's replica count for `rate` requests/s (policies with sizing)."""
     rule = policy.sizing
     assert rule is not None
-    return size_for_slo(
+    sizing = size_for_slo(
         arrival_rate=rate,
         in_system=in_system,
         reaction_s=rule.detection_seconds + policy.cold_start.seconds,
         service_seconds=service_seconds,
         slots=rule.slots_per_replica,
         wait_s=policy.slo.queue_wait_seconds,
-        miss=policy.slo_miss_ratio,
+        miss=policy.sizing_miss_ratio,
         dispersion=dispersion,
         service_cv=rule.service_cv,
         limit=policy.replicas.max,
     )
+    if rule.aim_percentile is None:
+        return sizing
+    # The predicted wait is shown at the SLO's own percentile, whatever the aim.
+    return sizing._replace(miss=policy.slo_miss_ratio)
 
 
 def decide_all(
@@ -465,6 +479,54 @@ def _observed_changes(
     return changes
 
 
+def _release_hold(policy: ModelPolicy, state: ModelState) -> float:
+    """The scale-down window: how long a replica the demand no longer needs is kept.
+
+    Releasing it and needing it again costs a restart: its cold start, paid in memory while
+    it loads (the SLO sizing already looks a reaction time ahead, so the wait is priced
+    there). That is the keep-alive's ski-rental again, over the gaps between a scale-down
+    and the next scale-up: where released replicas are rarely needed soon the hold shrinks
+    towards nothing, where they come back quickly it grows, never past the policy's
+    ``scaleDown.stabilizationSeconds`` (the prior until `MIN_GAPS` gaps are known).
+    Policies without sizing keep their window: their targets carry no lookahead.
+    """
+    window = policy.scale_down.stabilization_seconds
+    if policy.sizing is None:
+        return window
+    if len(state.release_gaps) < MIN_GAPS:
+        return min(window, max(_restart(policy), _RELEASE_FLOOR_SECONDS))
+    return keep_alive_seconds(
+        state.release_gaps,
+        restart_cost_s=_restart(policy),
+        prior_s=window,
+        floor_s=min(window, _RELEASE_FLOOR_SECONDS),
+    )
+
+
+def _restart(policy: ModelPolicy) -> float:
+    """A release's restart cost in replica-seconds: the reaction time. A replica released
+    and needed again is back one reaction time later (detection, then the cold start): the
+    cold start is paid in memory, the detection in requests the model runs short for."""
+    assert policy.sizing is not None
+    return policy.sizing.detection_seconds + policy.cold_start.seconds
+
+
+def _track_releases(
+    state: ModelState, current: int, desired: int, now: float
+) -> tuple[tuple[float, ...], float | None]:
+    """The release gaps and pending release after this tick's decision (see _release_hold).
+
+    A scale-down between running counts opens a gap; the next scale-up closes it. Moves to
+    and from zero are the keep-alive's (idle gaps), not a release.
+    """
+    gaps, released_at = state.release_gaps, state.released_at
+    if 0 < desired < current:
+        return gaps, now
+    if desired > current > 0 and released_at is not None:
+        return remember_gap(gaps, now - released_at), None
+    return gaps, released_at
+
+
 def _stabilize(
     demand: int,
     current: int,
@@ -472,14 +534,15 @@ def _stabilize(
     state: ModelState,
     now: float,
     reasons: list[Reason],
+    down_window: float,
 ) -> tuple[int, tuple[tuple[float, int], ...]]:
     """Step 5a: HPA-style stabilization. Returns the count and the new recommendation history.
 
     The up window takes the lowest recommendation in it (a burst must last the window to
-    count), the down window the highest (a dip must last the window to count).
+    count), the down window (`down_window`, see _release_hold) the highest (a dip must last
+    the window to count).
     """
     up_window = policy.scale_up.stabilization_seconds
-    down_window = policy.scale_down.stabilization_seconds
     history = _since(state.recommendations, now - max(up_window, down_window))
     if state.observed_replicas is None:
         # A fresh state (first tick, or a restart that lost its state): like the HPA's

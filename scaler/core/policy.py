@@ -271,6 +271,11 @@ class SloSizing(_Strict):
     # The window of the source's request-rate query (rate(...[1m])): how many requests a
     # short-window reading rests on, to tell a burst from noise.
     rate_window_seconds: Seconds = 60.0
+    # The percentile the sizing aims at, when it is not the SLO's own: the queueing model's
+    # assumptions (Poisson-like arrivals, a fixed reaction time) miss by a margin that
+    # depends on the traffic, so `scaler tune` picks the aim that meets the SLO on recorded
+    # traffic at least cost. None: ``slo.percentile``.
+    aim_percentile: Annotated[float, Field(gt=50, lt=100, allow_inf_nan=False)] | None = None
 
 
 class DataPolicy(_Strict):
@@ -438,6 +443,12 @@ class ModelPolicy(_Strict):
     def slo_miss_ratio(self) -> float:
         """The fraction of requests allowed to wait longer than the SLO threshold."""
         return max(1e-6, 1.0 - self.slo.percentile / 100.0)
+
+    @property
+    def sizing_miss_ratio(self) -> float:
+        """The miss ratio the SLO sizing aims at: ``sizing.aimPercentile``'s, else the SLO's."""
+        aim = self.sizing.aim_percentile if self.sizing is not None else None
+        return self.slo_miss_ratio if aim is None else max(1e-6, 1.0 - aim / 100.0)
 
     @property
     def on_demand(self) -> bool:

@@ -145,6 +145,10 @@ class ModelState:
     service: ServiceEstimate = field(default_factory=ServiceEstimate)
     # Recent idle gaps (idle start to the next activity), for the on-demand keep-alive.
     idle_gaps: tuple[float, ...] = ()
+    # Recent gaps from a scale-down to the next scale-up (a released replica needed again),
+    # and when the scale-down still waiting for one happened: the learned scale-down hold.
+    release_gaps: tuple[float, ...] = ()
+    released_at: float | None = None
 
     def to_json(self) -> dict[str, JsonValue]:
         """A JSON-ready dict (for the Deployment annotation and the simulator's state dumps)."""
@@ -159,6 +163,8 @@ class ModelState:
             "scaleChanges": [[t, d] for t, d in self.scale_changes],
             "observedReplicas": self.observed_replicas,
             "idleGaps": list(self.idle_gaps),
+            "releaseGaps": list(self.release_gaps),
+            "releasedAt": self.released_at,
             "service": {
                 "rate": self.service.rate,
                 "busy": self.service.busy,
@@ -199,6 +205,8 @@ class ModelState:
                 ),
                 service=_service(data.get("service")),
                 idle_gaps=_gaps(data.get("idleGaps", [])),
+                release_gaps=_gaps(data.get("releaseGaps", [])),
+                released_at=_opt_float(data.get("releasedAt")),
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"malformed model state: {exc}") from None
@@ -229,10 +237,10 @@ def _service(value: object) -> ServiceEstimate:
 
 def _gaps(value: object) -> tuple[float, ...]:
     if not isinstance(value, list):
-        raise ValueError(f"expected a list of idle gaps, got {value!r}")
+        raise ValueError(f"expected a list of gaps, got {value!r}")
     gaps = tuple(_number(g) for g in value)
     if any(g < 0 for g in gaps):
-        raise ValueError(f"negative idle gap in {value!r}")
+        raise ValueError(f"negative gap in {value!r}")
     return gaps
 
 

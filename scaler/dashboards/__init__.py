@@ -1,6 +1,6 @@
 """Grafana dashboards as code (grafana-foundation-sdk 0.0.21), written by `scaler dashboards`.
 
-Three dashboards, each queried only through the names in ``scaler.api.metric_names``:
+Three dashboards, each queried only through the names in ``scaler.metric_names``:
 policy overview (every model), model detail (one model) and adapter health. The JSON is
 rendered deterministically (sorted keys, two-space indent, trailing newline) so the files
 committed under ``manifests/monitoring/dashboards/`` can be checked to be current: a test

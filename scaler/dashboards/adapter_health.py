@@ -7,7 +7,7 @@ Prometheus queries (latency and errors by signal), the external metrics API the 
 
 from __future__ import annotations
 
-from scaler.api import metric_names as names
+from scaler import metric_names as names
 from scaler.dashboards import queries as q
 from scaler.dashboards.panels import Query, datasource_variable, graph, single_stat
 from scaler.dashboards.sdk import Dashboard, DashboardModel, Row

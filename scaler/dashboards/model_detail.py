@@ -8,7 +8,7 @@ the adapter wrote to the Deployment's scale subresource.
 
 from __future__ import annotations
 
-from scaler.api import metric_names as names
+from scaler import metric_names as names
 from scaler.core import Signal
 from scaler.dashboards import queries as q
 from scaler.dashboards.panels import (

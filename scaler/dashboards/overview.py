@@ -8,7 +8,7 @@ decision), what shaped the number (decisions by reason), and what waking the mod
 
 from __future__ import annotations
 
-from scaler.api import metric_names as names
+from scaler import metric_names as names
 from scaler.core import Signal
 from scaler.dashboards import queries as q
 from scaler.dashboards.panels import (

@@ -10,7 +10,7 @@ as an empty panel.
 
 from __future__ import annotations
 
-from scaler.api import metric_names as names
+from scaler import metric_names as names
 from scaler.core import Signal
 
 RATE = "$__rate_interval"

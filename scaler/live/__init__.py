@@ -1,1 +1,1 @@
-"""scaler.live (see README: Layout)."""
+"""scaler.live: the adapter's control loop, actuator and leader election (docs/adapter.md)."""

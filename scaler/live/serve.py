@@ -69,7 +69,7 @@ class ServeError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ServeOptions:
-    """The flags of `scaler serve` (see README: Running the adapter)."""
+    """The flags of `scaler serve` (docs/cli.md, "scaler serve")."""
 
     policies: Path = Path("policies")
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"

@@ -14,6 +14,7 @@ checked in linear time.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,22 +78,24 @@ def check_policies(paths: Iterable[Path]) -> tuple[list[ModelPolicy], list[Polic
         errors.extend(
             PolicyError(Path(p), "", "no policy files (*.yaml, *.yml) found") for p in paths
         )
-    seen: dict[str, Path] = {}
+    seen: dict[str, str] = {}  # model -> "file:line" of its first definition
     for file in files:
-        policy, file_errors = check_file(file)
+        policy, file_errors, root = _check(file)
         errors.extend(file_errors)
         if policy is None:
             continue
+        line = _NodeLines(root).line_of(("model",)) if root is not None else None
         if policy.model in seen:
             errors.append(
                 PolicyError(
                     file,
                     "model",
                     f"model {policy.model!r} is already defined in {seen[policy.model]}",
+                    line,
                 )
             )
             continue
-        seen[policy.model] = file
+        seen[policy.model] = f"{file}:{line}" if line else str(file)
         policies.append(policy)
     return policies, errors
 
@@ -158,10 +161,16 @@ def _yaml_error(file: Path, exc: yaml.YAMLError) -> PolicyError:
 
 def check_file(file: Path) -> tuple[ModelPolicy | None, list[PolicyError]]:
     """Validate one policy file: (the policy or None, the errors and warnings)."""
+    policy, errors, _ = _check(file)
+    return policy, errors
+
+
+def _check(file: Path) -> tuple[ModelPolicy | None, list[PolicyError], yaml.Node | None]:
+    """`check_file`, and the document's root node (for the lines of cross-file errors)."""
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return None, [PolicyError(file, "", f"cannot read file: {exc}")]
+        return None, [PolicyError(file, "", f"cannot read file: {exc}")], None
     loader = _PolicyLoader(text)
     try:
         documents: list[yaml.Node] = []
@@ -171,19 +180,17 @@ def check_file(file: Path) -> tuple[ModelPolicy | None, list[PolicyError]]:
                 documents.append(node)
             if len(documents) > 1:
                 line = documents[1].start_mark.line + 1
-                return None, [
-                    PolicyError(
-                        file, "", "expected one policy document per file, found several", line
-                    )
-                ]
+                message = "expected one policy document per file, found several"
+                return None, [PolicyError(file, "", message, line)], None
         if not documents:
-            return None, [PolicyError(file, "", "empty file: expected one policy document")]
+            return None, [PolicyError(file, "", "empty file: expected one policy document")], None
         root = documents[0]
         data = loader.construct_document(root)
     except yaml.YAMLError as exc:
-        return None, [_yaml_error(file, exc)]
+        return None, [_yaml_error(file, exc)], None
     except RecursionError:  # a safety net: MAX_DEPTH stops real files long before
-        return None, [PolicyError(file, "", f"YAML nested deeper than {MAX_DEPTH} levels")]
+        message = f"YAML nested deeper than {MAX_DEPTH} levels"
+        return None, [PolicyError(file, "", message)], None
     finally:
         loader.dispose()
     warnings = [
@@ -191,19 +198,56 @@ def check_file(file: Path) -> tuple[ModelPolicy | None, list[PolicyError]]:
         for key, line in loader.duplicates
     ]
     if not isinstance(data, dict):
-        return None, [
-            PolicyError(
-                file,
-                "",
-                f"expected a mapping of policy fields, got {type(data).__name__}",
-                root.start_mark.line + 1,
-            )
-        ]
+        message = f"expected a mapping of policy fields, got {type(data).__name__}"
+        return None, [PolicyError(file, "", message, root.start_mark.line + 1)], root
+    foreign = _not_a_policy(data)
+    if foreign is not None:
+        return None, [PolicyError(file, "", foreign, root.start_mark.line + 1)], root
     try:
-        return ModelPolicy.model_validate(data), warnings
+        return ModelPolicy.model_validate(data), warnings, root
     except ValidationError as exc:
         lines = _NodeLines(root)
-        return None, warnings + [_to_error(file, lines, err) for err in exc.errors()]
+        details = exc.errors()
+        # A misspelt required key is one mistake: "did you mean" says it, "Field required"
+        # for the key it meant would only repeat it.
+        meant = {
+            (*_yaml_path(tuple(d["loc"])[:-1]), guess)
+            for d in details
+            if d["type"] == "extra_forbidden" and (guess := _near_miss(tuple(d["loc"])))
+        }
+        found = [
+            _to_error(file, lines, d)
+            for d in details
+            if not (d["type"] == "missing" and _yaml_path(tuple(d["loc"])) in meant)
+        ]
+        return None, warnings + found, root
+
+
+POLICY_KEYS: Final = frozenset(f.alias or name for name, f in ModelPolicy.model_fields.items())
+"""The top-level keys of a policy file."""
+
+
+def _not_a_policy(data: dict[Any, Any]) -> str | None:
+    """Why `data` is not a policy at all (a Kubernetes object, a file of other keys), or
+    None when it is meant as one: then its field errors are the useful answer."""
+    if "model" in data and "apiVersion" not in data:
+        return None
+    if "apiVersion" in data or "kind" in data:
+        kind = data.get("kind")
+        what = f"a Kubernetes {kind}" if isinstance(kind, str) else "a Kubernetes object"
+        version = data.get("apiVersion")
+        if isinstance(version, str):
+            what += f" ({version})"
+        return (
+            f"this is not a policy: it is {what}. A policy file names model, target, engine, "
+            "class, replicas, targets... (see policies/*.yaml); scenarios have kind: Scenario"
+        )
+    if not POLICY_KEYS & {str(k) for k in data}:
+        return (
+            "this is not a policy: none of its keys is a policy field (model, target, engine, "
+            "class, replicas, targets...; see policies/*.yaml)"
+        )
+    return None
 
 
 def _to_error(file: Path, lines: _NodeLines, err: object) -> PolicyError:
@@ -215,6 +259,9 @@ def _to_error(file: Path, lines: _NodeLines, err: object) -> PolicyError:
         message = message[len("Value error, ") :]
     if err.get("type") == "extra_forbidden":
         message = "unknown field"
+        guess = _near_miss(loc)
+        if guess is not None:
+            message += f"; did you mean `{guess}`?"
     loc = _yaml_path(loc)
     field = ".".join(str(p) for p in loc)
     line = lines.line_of(loc)
@@ -242,6 +289,35 @@ def _yaml_path(loc: Sequence[object]) -> tuple[object, ...]:
             (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
         )
     return tuple(path)
+
+
+def _near_miss(loc: Sequence[object]) -> str | None:
+    """The field of the mapping at `loc[:-1]` that the unknown key `loc[-1]` is closest to
+    (``tolerence`` → ``tolerance``), if one is close enough to be a typo."""
+    if not loc:
+        return None
+    model: type[BaseModel] | None = ModelPolicy
+    for part in loc[:-1]:
+        if model is None:
+            return None
+        model = _section(model, str(part))
+    if model is None:
+        return None
+    keys = [f.alias or name for name, f in model.model_fields.items()]
+    close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def _section(model: type[BaseModel], key: str) -> type[BaseModel] | None:
+    """The model class of the field `key` (Python name or YAML key) of `model`, if any."""
+    for name, field in model.model_fields.items():
+        if key in (name, field.alias):
+            annotation = field.annotation
+            candidates = [annotation, *getattr(annotation, "__args__", ())]
+            return next(
+                (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+            )
+    return None
 
 
 class _NodeLines:

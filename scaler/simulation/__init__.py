@@ -1,1 +1,1 @@
-"""scaler.simulation (see README: Layout)."""
+"""scaler.simulation: the simulator and its baselines, tune, bench, record (docs/simulator.md)."""

@@ -6,15 +6,16 @@ targets, and its replica bounds the baseline's min/max. Nothing here is tuned to
 look good; where a baseline has a known failure mode (KEDA reading an empty Prometheus answer
 as 0) it is reproduced, since that is what the comparison is for.
 
-- ``HpaBaseline`` ("hpa"): a plain HPA on the raw signals (reference/hpa-algorithm.md).
+- ``HpaBaseline`` ("hpa"): a plain HPA on the raw signals.
 - ``KedaBaseline`` ("keda"): the KEDA operator with Prometheus triggers, driving its
-  generated HPA (reference/autoscaler-baselines.md §2).
-- ``KpaBaseline`` ("kpa"): Knative's KPA with the activator (reference/autoscaler-baselines.md
-  §3).
+  generated HPA.
+- ``KpaBaseline`` ("kpa"): Knative's KPA with the activator.
 - ``HpaWarmBaseline`` ("hpa-warm"): the plain HPA with every on-demand model kept warm at one
   replica (``minReplicas: 1``), what an operator without scale-from-zero would run.
 - ``KedaHttpBaseline`` ("keda-http"): KEDA with its HTTP add-on, whose interceptor holds
   requests at zero and counts them, at the add-on's documented defaults.
+
+How each works upstream, its defaults and its sources: docs/baselines.md.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class HpaBaseline:
     """A plain Kubernetes HPA per model on the raw signals its policy targets.
 
     Source: kubernetes/kubernetes ``pkg/controller/podautoscaler/horizontal.go`` and
-    ``replica_calculator.go`` (reference/hpa-algorithm.md), emulated by ``HpaEmulator``.
+    ``replica_calculator.go`` (docs/baselines.md, "Kubernetes HPA"), emulated by ``HpaEmulator``.
     Each targeted signal is one External metric served by an adapter from Prometheus, with an
     ``AverageValue`` target equal to the policy's per-replica target, so the HPA wants
     ``ceil(total / target)`` (max over signals), holds on a missing signal, and keeps the
@@ -164,7 +165,7 @@ class KedaBaseline:
     Sources: kedacore/keda ``pkg/scaling/scale_handler.go`` (polling, activity),
     ``pkg/scaling/executor/scale_scaledobjects.go`` (0→min, →0 after cooldown),
     ``controllers/keda/hpa.go`` (the generated HPA), ``pkg/scalers/prometheus_scaler.go``
-    (``ignoreNullValues``); reference/autoscaler-baselines.md §2, hpa-algorithm.md §8.
+    (``ignoreNullValues``); docs/baselines.md, "KEDA with Prometheus triggers".
 
     Per model, one Prometheus trigger per targeted signal with ``threshold`` = the per-replica
     target (AverageValue) and ``activationThreshold`` = the policy's scaleToZero threshold
@@ -307,7 +308,7 @@ class KpaBaseline:
     Sources: knative/serving ``pkg/autoscaler/scaling/autoscaler.go`` (stable/panic windows,
     rate limits, panic mode), ``pkg/autoscaler/config/config.go`` (defaults),
     ``pkg/reconciler/autoscaling/kpa/scaler.go`` (scale-to-zero grace, bounds);
-    reference/autoscaler-baselines.md §3.
+    docs/baselines.md, "Knative's KPA".
 
     Every 2 s tick, per model: the in-flight count (as the activator and queue-proxy report
     it, ``ModelView.inflight``) is sampled and stands for the per-second concurrency until the

@@ -16,12 +16,19 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from scaler.simulation import openmetrics
+from scaler.simulation.capacity import overloads
 from scaler.simulation.comparison import POLICY_NAMES, make_autoscaler, policy_names
 from scaler.simulation.engine import SimulationResult
 from scaler.simulation.engine import simulate as run_simulation
 from scaler.simulation.report import build_report, reports_json, summary_table
-from scaler.simulation.scenario import PreparedScenario, ScenarioLoadError, prepare
+from scaler.simulation.scenario import (
+    PreparedScenario,
+    ScenarioLoadError,
+    check_scenario,
+    prepare,
+)
 from scaler.simulation.shards import MissingShardsError, Shard, ShardError, parse_shard
+from scaler.simulation.tables import output_width, print_table
 
 DEFAULT_SCENARIO = Path("simulations") / "homelab.yaml"
 PROGRESS_AFTER_SECONDS = 2.0
@@ -106,17 +113,22 @@ def _positive(value: float) -> float:
 RateScaleOption = Annotated[
     float,
     typer.Option(
+        metavar="F",
         callback=_positive,
-        help="What-if: scale the traffic's rate (2 = twice the requests: each replayed twice "
-        "or more, copies within a mean gap; 0.5 = every other, thinned at random).",
+        help="What-if: scale the arrival rate by F. Below 1 each request is kept with "
+        "probability F; above 1 each is replayed floor(F) times, plus once more with "
+        "probability F - floor(F), the copies up to one mean gap later. Seeded by the "
+        "scenario; applied after --time-scale, to the scenario's traffic or the --trace "
+        "files.",
     ),
 ]
 TimeScaleOption = Annotated[
     float,
     typer.Option(
+        metavar="F",
         callback=_positive,
-        help="What-if: stretch (>1) or compress (<1) the traffic's time; the rate changes by "
-        "its inverse.",
+        help="What-if: multiply every arrival time by F (2: the same requests over twice "
+        "the time, half the rate; 0.5: twice the rate).",
     ),
 ]
 
@@ -157,42 +169,54 @@ def _prepare(
         raise typer.Exit(code=1) from None
     for warning in prepared.warnings:
         typer.echo(f"warning: {warning}", err=True)
-    return what_if(prepared, rate_scale=rate_scale, time_scale=time_scale)
+    scaled = what_if(prepared, rate_scale=rate_scale, time_scale=time_scale)
+    for overload in overloads(scaled):
+        typer.echo(f"warning: {overload}", err=True)
+    return scaled
 
 
 def simulate(
     scenario: Annotated[
         Path | None,
-        typer.Option(help="Scenario YAML (default: the bundled simulations/homelab.yaml)."),
+        typer.Option(
+            metavar="FILE", help="Scenario YAML (default: the bundled simulations/homelab.yaml)."
+        ),
     ] = None,
     trace: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="FILE[:MODEL]",
             help="Replay FILE[:MODEL] instead of the scenario's traffic (repeatable; canonical "
-            "CSV, Azure CSV or Mooncake JSONL; MODEL required for the single-model formats)."
+            "CSV, Azure CSV or Mooncake JSONL; MODEL required for the single-model formats).",
         ),
     ] = None,
     policies: Annotated[
-        Path | None, typer.Option(help="Policy folder or file replacing the scenario's.")
+        Path | None,
+        typer.Option(metavar="PATH", help="Policy folder or file replacing the scenario's."),
     ] = None,
     baseline: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="NAME[,NAME]",
             help=f"Policies to run: {', '.join(POLICY_NAMES)} (repeatable or comma list; "
-            "default: all)."
+            "default: all).",
         ),
     ] = None,
     json_file: Annotated[
         Path | None,
-        typer.Option("--json", help="Write the report(s) as JSON (one object, or a list)."),
+        typer.Option(
+            "--json", metavar="FILE", help="Write the report(s) as JSON (one object, or a list)."
+        ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Write PNG plots and index.html into this folder.")
+        Path | None,
+        typer.Option(metavar="DIR", help="Write PNG plots and index.html into this folder."),
     ] = None,
     openmetrics_file: Annotated[
         Path | None,
         typer.Option(
             "--openmetrics",
+            metavar="FILE",
             help="Write the simulated series as OpenMetrics (for promtool backfill): the "
             "scaler run if it was simulated, else the first policy's.",
         ),
@@ -214,16 +238,25 @@ def simulate(
             bar.run(name)
             results.append(run_simulation(prepared, make_autoscaler(name, prepared), progress=bar))
     reports = [build_report(r) for r in results]
-    Console(width=max(160, Console().width)).print(summary_table(reports))
+    width = output_width()
+    print_table(summary_table(reports, width=width), width=width)
     if json_file is not None:
         json_file.write_text(json.dumps(reports_json(reports), indent=2) + "\n", encoding="utf-8")
     if openmetrics_file is not None:
         exported = next((r for r in results if r.policy == "scaler"), results[0])
         openmetrics.write(exported, openmetrics_file)
     if out is not None:
-        from scaler.simulation.plots import write_html_report  # matplotlib only when asked
+        from scaler.simulation.plots import figure_count, write_html_report  # matplotlib: if asked
 
-        index = write_html_report(results, reports, out)
+        count = figure_count(results)
+        typer.echo(f"writing {count} plots and index.html into {out}", err=True)
+        status = Console(stderr=True).status(f"plots: 0 of {count}")
+
+        def plotted(done: int, total: int) -> None:
+            status.update(f"plots: {done} of {total}")
+
+        with status:
+            index = write_html_report(results, reports, out, progress=plotted)
         typer.echo(f"report: {index}", err=True)
 
 
@@ -299,24 +332,42 @@ def _merge_failure(exc: ShardError) -> typer.Exit:
     return _fail(f"{exc}{hint}")
 
 
+def _scenario_policies(scenario: object) -> Path | None:
+    """The policy folder of the scenario a sharded tune ran (its shards name the scenario
+    file), if that file is here too: the merge writes the chosen policy as an edit of its
+    original there."""
+    if not isinstance(scenario, dict) or not isinstance(scenario.get("path"), str):
+        return None
+    path = Path(scenario["path"])
+    found, _ = check_scenario(path) if path.is_file() else (None, [])
+    return path.parent / found.policies if found is not None else None
+
+
 def tune(
     model: Annotated[
-        str | None, typer.Option(help="The model whose policy is tuned (not with --merge).")
+        str | None,
+        typer.Option(metavar="MODEL", help="The model whose policy is tuned (not with --merge)."),
     ] = None,
     scenario: Annotated[
         Path | None,
-        typer.Option(help="Scenario YAML (default: the bundled simulations/homelab.yaml)."),
+        typer.Option(
+            metavar="FILE", help="Scenario YAML (default: the bundled simulations/homelab.yaml)."
+        ),
     ] = None,
     policies: Annotated[
-        Path | None, typer.Option(help="Policy folder or file replacing the scenario's.")
+        Path | None,
+        typer.Option(metavar="PATH", help="Policy folder or file replacing the scenario's."),
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option(help="Write the chosen policy YAML here (default: <model>.tuned.yaml)."),
+        typer.Option(
+            metavar="FILE", help="Write the chosen policy YAML here (default: <model>.tuned.yaml)."
+        ),
     ] = None,
     slo_target: Annotated[
         float | None,
         typer.Option(
+            metavar="F",
             min=0.0,
             max=1.0,
             help="SLO attainment to reach (default: the policy's slo.percentile / 100; with "
@@ -325,25 +376,32 @@ def tune(
     ] = None,
     candidates: Annotated[
         int | None,
-        typer.Option(min=1, help="Candidates to evaluate (a grid, sampled if larger; default 24)."),
+        typer.Option(
+            metavar="N",
+            min=1,
+            help="Candidates to evaluate (a grid, sampled if larger; default 24).",
+        ),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Parallel processes (default: os.cpu_count()).")
+        int | None,
+        typer.Option(metavar="N", min=1, help="Parallel processes (default: os.cpu_count())."),
     ] = None,
     seed: Annotated[
-        int | None, typer.Option(help="Seed of the candidate sampling (default 0).")
+        int | None, typer.Option(metavar="N", help="Seed of the candidate sampling (default 0).")
     ] = None,
     rate_scale: RateScaleOption = 1.0,
     time_scale: TimeScaleOption = 1.0,
     shard: Annotated[str | None, typer.Option(metavar="K/N", help=SHARD_HELP)] = None,
     out: Annotated[
-        Path | None, typer.Option(help="With --shard: the folder the shard file goes to.")
+        Path | None,
+        typer.Option(metavar="DIR", help="With --shard: the folder the shard file goes to."),
     ] = None,
     merge: Annotated[
         Path | None,
         typer.Option(
+            metavar="DIR",
             help="Merge the shard files in this folder: print the frontier and write the "
-            "chosen policy, exactly as a single run would."
+            "chosen policy, exactly as a single run would.",
         ),
     ] = None,
     allow_incomplete: Annotated[bool, typer.Option(help=MERGE_HELP_INCOMPLETE)] = False,
@@ -354,6 +412,7 @@ def tune(
         TuneResult,
         frontier_table,
         merge_tune,
+        policy_file,
         tune_policy,
         tune_shard,
         write_policy,
@@ -380,6 +439,8 @@ def tune(
         except ShardError as exc:
             raise _merge_failure(exc) from None
         result = merged.result
+        base = merged.candidates.base
+        folder = _scenario_policies(merged.shards.inputs.get("scenario"))
         if model is not None and model != result.model:
             raise _fail(f"--model {model}, but the shards in {merge} tuned {result.model}")
         shards = merged.shards
@@ -404,6 +465,8 @@ def tune(
         prepared = _prepare(scenario, [], policies, rate_scale=rate_scale, time_scale=time_scale)
         if model not in prepared.models:
             raise _fail(f"unknown model {model!r}; expected one of: {', '.join(prepared.models)}")
+        base = prepared.policy(model)
+        folder = policies or prepared.path.parent / prepared.scenario.policies
         if one_shard is not None and out is not None:
             from scaler.simulation.tune import candidate_list
 
@@ -434,15 +497,16 @@ def tune(
                 seed=sampling_seed,
                 progress=bar,
             )
-    Console(width=max(120, Console().width)).print(frontier_table(result))
+    print_table(frontier_table(result), width=output_width())
     if result.chosen is None:
         raise _fail(
             f"no candidate reached SLO attainment {result.slo_target:.3f}; "
             "nothing written (raise replicas.max or relax the SLO)"
         )
     target = output if output is not None else Path(f"{result.model}.tuned.yaml")
+    original = policy_file(base, folder) if folder is not None else None
     try:
-        write_policy(result.chosen.policy, target, source=result)
+        write_policy(result.chosen.policy, target, source=result, original=original, base=base)
     except TuneError as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"wrote {target}", err=True)
@@ -452,39 +516,49 @@ def bench(
     suite: Annotated[
         Path | None,
         typer.Option(
+            metavar="DIR",
             help="Folder of scenario files, one traffic shape each (default: the bundled "
-            "simulations/bench/ plus simulations/homelab.yaml)."
+            "simulations/bench/ plus simulations/homelab.yaml).",
         ),
     ] = None,
     scenario: Annotated[
         list[Path] | None,
-        typer.Option(help="A scenario file to add as a shape (repeatable; replaces the default)."),
+        typer.Option(
+            metavar="FILE",
+            help="A scenario file to add as a shape (repeatable; replaces the default).",
+        ),
     ] = None,
     policies: Annotated[
-        Path | None, typer.Option(help="Policy folder or file replacing the scenarios'.")
+        Path | None,
+        typer.Option(metavar="PATH", help="Policy folder or file replacing the scenarios'."),
     ] = None,
     baseline: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="NAME[,NAME]",
             help=f"Policies to run: {', '.join(POLICY_NAMES)} (repeatable or comma list; "
-            "default: all; the oracle always runs)."
+            "default: all; the oracle always runs).",
         ),
     ] = None,
     json_file: Annotated[
-        Path | None, typer.Option("--json", help="Write the bench figures and reports as JSON.")
+        Path | None,
+        typer.Option("--json", metavar="FILE", help="Write the bench figures and reports as JSON."),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Parallel processes (default: os.cpu_count()).")
+        int | None,
+        typer.Option(metavar="N", min=1, help="Parallel processes (default: os.cpu_count())."),
     ] = None,
     shard: Annotated[str | None, typer.Option(metavar="K/N", help=SHARD_HELP)] = None,
     out: Annotated[
-        Path | None, typer.Option(help="With --shard: the folder the shard file goes to.")
+        Path | None,
+        typer.Option(metavar="DIR", help="With --shard: the folder the shard file goes to."),
     ] = None,
     merge: Annotated[
         Path | None,
         typer.Option(
+            metavar="DIR",
             help="Merge the shard files in this folder: print the tables (and --json) exactly "
-            "as a single run would, but for each run's wall_s."
+            "as a single run would, but for each run's wall_s.",
         ),
     ] = None,
     allow_incomplete: Annotated[
@@ -581,8 +655,8 @@ def bench(
                 )
         except BenchError as exc:
             raise _fail(str(exc)) from None
-    out_console = Console(width=max(120, Console().width))
+    width = output_width()
     for table in bench_tables(result):
-        out_console.print(table)
+        print_table(table, width=width)
     if json_file is not None:
         json_file.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")

@@ -41,13 +41,16 @@ from dataclasses import dataclass, field
 
 from scaler.core import Engine, ModelPolicy
 from scaler.core.calibration import counter_increases
+from scaler.metric_names import (
+    ACTIVATOR_FORWARDED,
+    ACTIVATOR_TIMEOUTS,
+    ACTIVATOR_WAIT,
+    COLD_START_DURATION,
+    MODEL_LABEL,
+)
 from scaler.sources.history import Grid, PrometheusHistory, RangeSeries
-from scaler.sources.templates import MODEL_LABEL, model_matcher
+from scaler.sources.templates import model_matcher
 
-ACTIVATOR_FORWARDED = "scaler_activator_forwarded_total"
-ACTIVATOR_TIMEOUTS = "scaler_activator_timeouts_total"
-ACTIVATOR_WAIT = "scaler_activator_wait_seconds"
-COLD_START_DURATION = "scaler_cold_start_duration_seconds"
 MEMORY = "container_memory_working_set_bytes"
 NODE_ALLOCATABLE = "kube_node_status_allocatable"
 

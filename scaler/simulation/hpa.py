@@ -16,9 +16,9 @@ the upstream controller step by step rather than approximating it:
 - the first sync's initial recommendation, and the minReplicas 0 (``HPAScaleToZero``) branches.
 
 Sources: kubernetes/kubernetes ``pkg/controller/podautoscaler/{horizontal.go,
-replica_calculator.go}`` and ``pkg/apis/autoscaling/v2/defaults.go``, restated in
-``reference/hpa-algorithm.md``; the upstream tests restated in ``reference/hpa_cases.json``
-run through :func:`evaluate_case`.
+replica_calculator.go}`` and ``pkg/apis/autoscaling/v2/defaults.go``, summarised in
+docs/baselines.md ("Kubernetes HPA"); the upstream unit tests, restated as inputs and
+expected outputs in ``tests/simulation/hpa_cases.json``, run through :func:`evaluate_case`.
 
 Times are float seconds on the simulator's clock. Window tests follow upstream exactly: a
 legacy recommendation is old when ``t < now - window``; a behavior recommendation or scale
@@ -876,7 +876,7 @@ def case_events(data: Iterable[Mapping[str, Any]]) -> tuple[ScaleEvent, ...]:
 
 
 def evaluate_case(case: Mapping[str, Any]) -> int:
-    """The desired replicas for one case of ``reference/hpa_cases.json``.
+    """The desired replicas for one case of ``tests/simulation/hpa_cases.json``.
 
     Raises ValueError for the stages that produce no replica count (defaults, store_events,
     *_limit): those are checked through the public functions they name.

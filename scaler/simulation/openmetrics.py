@@ -5,7 +5,7 @@ shows on the same Grafana dashboards as the cluster. Samples are taken at every 
 Prometheus scrape; timestamps are seconds, virtual time 0 being `EPOCH` (a fixed instant,
 so two exports of one run are identical). The file ends with ``# EOF`` as promtool needs.
 
-Series (label ``model`` on each unless said; names from ``scaler.api.metric_names``), all
+Series (label ``model`` on each unless said; names from ``scaler.metric_names``), all
 computed from the simulated run:
 
 - desired, current (``spec.replicas``), ready and starting replicas; the signal values the
@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scaler.api import metric_names
+from scaler import metric_names
 from scaler.core import Decision, Signal
 from scaler.simulation import engine_metrics
 from scaler.simulation.engine import SimulationResult

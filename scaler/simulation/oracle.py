@@ -58,12 +58,7 @@ class Oracle:
             policy = prepared.policy(name)
             mine = trace.model == m
             arrival = trace.time[mine]
-            stream = profile.decode_tokens_per_second / (
-                1.0 + profile.decode_slowdown_per_stream * (profile.slots - 1)
-            )
-            service = (
-                trace.prompt[mine] / profile.prefill_tokens_per_second + trace.output[mine] / stream
-            )
+            service = profile.busy_service_seconds(trace.prompt[mine], trace.output[mine])
             need = _needed_per_bin(arrival, arrival + service, interval, bins, profile.slots)
             lead = math.ceil((profile.worst_cold_start_seconds + interval) / interval) + 1
             padded = np.concatenate([need, np.zeros(lead - 1, dtype=np.int64)])

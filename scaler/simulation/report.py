@@ -1,17 +1,24 @@
 """The simulation report: per-model and total figures of one run, as JSON and as a table.
 
-The JSON shape is a contract (ARCHITECTURE.md, "Simulation report"); `SimulationReport.to_json`
+The JSON shape is a contract (docs/formats.md, "Simulation report"); `SimulationReport.to_json`
 emits exactly those keys. Definitions:
 
 - ``requests`` arrived; ``served`` completed; ``dropped`` refused at zero replicas (hpa,
   keda), cut off when the last replica went, or still unfinished at the end of the run;
 - ``slo_attainment``: the fraction of *all* requests (dropped ones count as misses) served
-  with a queue wait at most the policy's ``slo.queueWaitSeconds``; 1.0 without requests.
-  The table also shows the policy's percentile (``slo.percentile``) of the wait against the
-  threshold, dropped requests counting as infinitely long waits;
+  with a queue wait at most the policy's ``slo.queueWaitSeconds``; 1.0 without requests
+  (the table shows "-");
+- ``slo_wait_s``, the one wait percentile the SLO is judged by (the table's and the HTML's
+  "SLO wait"): the queue wait at the policy's ``slo.percentile`` (``slo_percentile``), by
+  nearest rank over *all* the model's requests, a dropped request counting as an endless
+  wait. It is at most ``slo_threshold_s`` (``slo.queueWaitSeconds``) exactly when
+  ``slo_attainment`` reaches ``slo_percentile`` / 100. ``null`` without requests, and when
+  the request at that rank was dropped (the table shows "inf"; strict JSON has no Infinity).
+  The three are ``null`` in ``total`` (each model has its own SLO);
 - ``queue_wait_s``: arrival to the start of service (includes waiting for a cold start), over
-  served requests; ``ttft_s``: queue wait + prefill + one decode step. Percentiles are
-  ``null`` when nothing was served;
+  *served* requests only, interpolated percentiles (a distribution of the waits of what was
+  served, not the SLO's measure); ``ttft_s``: queue wait + prefill + one decode step, over
+  served requests. Percentiles are ``null`` when nothing was served;
 - ``replica_seconds``: time pods held memory on a node (loading, ready or draining);
   ``gib_hours``: the same weighted by the pod's memory request, the cost measure;
 - ``cold_starts``: pods that loaded the model (the warm replicas the run starts with do
@@ -36,6 +43,7 @@ from rich.table import Table
 
 from scaler.core import JsonValue
 from scaler.simulation.engine import SERVED, SimulationResult
+from scaler.simulation.tables import Column, Row, fitted_table
 from scaler.simulation.traces import FloatArray
 
 
@@ -55,9 +63,9 @@ class ModelReport:
     scale_events: int
     max_replicas: int
     unplaceable_s: float
-    slo_wait_s: float | None  # the policy's percentile of the wait (not in the JSON)
-    slo_threshold_s: float | None  # the policy's queueWaitSeconds (not in the JSON)
-    slo_percentile: float | None  # the policy's percentile (not in the JSON)
+    slo_wait_s: float | None  # the wait at slo_percentile (see the module docstring)
+    slo_threshold_s: float | None  # the policy's slo.queueWaitSeconds
+    slo_percentile: float | None  # the policy's slo.percentile
 
     def to_json(self) -> dict[str, JsonValue]:
         """The contract keys, in contract order."""
@@ -74,17 +82,17 @@ class ModelReport:
             "scale_events": self.scale_events,
             "max_replicas": self.max_replicas,
             "unplaceable_s": self.unplaceable_s,
+            "slo_percentile": self.slo_percentile,
+            "slo_threshold_s": self.slo_threshold_s,
+            "slo_wait_s": (
+                None if self.slo_wait_s is None or math.isinf(self.slo_wait_s) else self.slo_wait_s
+            ),
         }
 
     def to_record(self) -> dict[str, JsonValue]:
-        """Every field (the contract keys and the SLO fields the table shows), for
-        `from_record`: the lossless form shard files carry."""
-        return {
-            **self.to_json(),
-            "slo_wait_s": self.slo_wait_s,
-            "slo_threshold_s": self.slo_threshold_s,
-            "slo_percentile": self.slo_percentile,
-        }
+        """Every field, for `from_record`: the lossless form shard files carry (an endless
+        SLO wait stays infinite there; strict JSON has no Infinity, so `to_json` says null)."""
+        return {**self.to_json(), "slo_wait_s": self.slo_wait_s}
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> ModelReport:
@@ -134,7 +142,7 @@ class SimulationReport:
     total: ModelReport
 
     def to_json(self) -> dict[str, JsonValue]:
-        """Exactly the keys of ARCHITECTURE.md "Simulation report"."""
+        """Exactly the keys of docs/formats.md "Simulation report"."""
         return {
             "scenario": self.scenario,
             "policy": self.policy,
@@ -282,56 +290,81 @@ def reports_json(reports: Sequence[SimulationReport]) -> JsonValue:
     return [r.to_json() for r in reports]
 
 
-def summary_table(reports: Sequence[SimulationReport]) -> Table:
-    """The terminal summary: one row per model and policy, then the totals."""
-    table = Table(title=f"scenario {reports[0].scenario}" if reports else None)
-    for column in (
-        "model",
-        "policy",
-        "requests",
-        "served",
-        "dropped",
-        "SLO att.",
-        "wait @SLO pct / target",
-        "TTFT p95",
-        "GiB-h",
-        "cold starts",
-        "scale ev.",
-        "max repl.",
-        "unplaceable s",
-    ):
-        table.add_column(column, justify="left" if column in ("model", "policy") else "right")
+SLO_WAIT_CAPTION = (
+    "SLO wait: the queue wait at the model's SLO percentile (under its name), nearest rank "
+    "over all requests, a dropped one counting as inf"
+)
+SUMMARY_COLUMNS = (
+    Column("model", "left"),
+    Column("policy", "left"),
+    Column("requests"),
+    Column("served", optional=4),
+    Column("dropped"),
+    Column("SLO\natt."),
+    Column("SLO\nwait"),
+    Column("TTFT p95\n(served)", optional=2),
+    Column("GiB-h"),
+    Column("cold\nstarts", optional=5),
+    Column("scale\nevents", optional=1),
+    Column("max\nrepl.", optional=3),
+    Column("unplace-\nable s", optional=0, label="unplaceable s"),
+)
+
+
+def summary_table(reports: Sequence[SimulationReport], *, width: int | None = None) -> Table:
+    """The terminal summary: one row per model and policy, then the totals; columns of
+    lesser use are left out to fit `width` (None: all)."""
+    rows: list[Row] = []
     models = list(reports[0].models) if reports else []
     for name in [*models, "total"]:
         for i, report in enumerate(reports):
             figures = report.total if name == "total" else report.models[name]
-            table.add_row(
-                name if i == 0 else "",
-                report.policy,
-                str(figures.requests),
-                str(figures.served),
-                str(figures.dropped),
-                f"{figures.slo_attainment:.3f}",
-                _slo_cell(figures),
-                _seconds(figures.ttft_s.get("p95")),
-                f"{figures.gib_hours:.1f}",
-                str(figures.cold_starts),
-                str(figures.scale_events),
-                str(figures.max_replicas),
-                f"{figures.unplaceable_s:.0f}",
-                end_section=i == len(reports) - 1,
+            rows.append(
+                Row(
+                    [
+                        _model_cell(name, figures, i, len(reports)),
+                        report.policy,
+                        str(figures.requests),
+                        str(figures.served),
+                        str(figures.dropped),
+                        "-" if figures.requests == 0 else f"{figures.slo_attainment:.3f}",
+                        _seconds(figures.slo_wait_s) if figures.slo_percentile is not None else "",
+                        _seconds(figures.ttft_s.get("p95")),
+                        f"{figures.gib_hours:.1f}",
+                        str(figures.cold_starts),
+                        str(figures.scale_events),
+                        str(figures.max_replicas),
+                        f"{figures.unplaceable_s:.0f}",
+                    ],
+                    end_section=i == len(reports) - 1,
+                )
             )
-    return table
+    return fitted_table(
+        SUMMARY_COLUMNS,
+        rows,
+        width=width,
+        title=f"scenario {reports[0].scenario}" if reports else None,
+        caption=SLO_WAIT_CAPTION,
+    )
+
+
+def _model_cell(name: str, figures: ModelReport, row: int, rows: int) -> str:
+    """The model's name on its first row, its SLO (percentile and threshold) on the second
+    (below the name when the model has one row)."""
+    label = slo_label(figures)
+    if row == 0:
+        return f"{name}\n{label}" if rows == 1 and label else name
+    return label if row == 1 else ""
+
+
+def slo_label(figures: ModelReport) -> str:
+    """The policy's SLO as "p99.5 ≤ 10s"; "" for the total (each model has its own)."""
+    if figures.slo_threshold_s is None or figures.slo_percentile is None:
+        return ""
+    return f"p{figures.slo_percentile:g} ≤ {figures.slo_threshold_s:g}s"
 
 
 def _seconds(value: float | None) -> str:
     if value is None:
         return "-"
     return "inf" if math.isinf(value) else f"{value:.1f}s"
-
-
-def _slo_cell(figures: ModelReport) -> str:
-    if figures.slo_threshold_s is None or figures.slo_percentile is None:
-        return ""
-    pct = f"p{figures.slo_percentile:g}"
-    return f"{pct} {_seconds(figures.slo_wait_s)} / {figures.slo_threshold_s:g}s"

@@ -114,6 +114,14 @@ class ModelProfile(_Strict):
     # `cold_start`. See VirtualCluster for which starts count as first.
     uncached_cold_start: ColdStartProfile | None = None
 
+    def busy_service_seconds(self, prompt: np.ndarray, output: np.ndarray) -> np.ndarray:
+        """Each request's service time with every slot of the replica busy (the slowest
+        stream rate): prompt / prefill + output / stream rate. Pure."""
+        stream = self.decode_tokens_per_second / (
+            1.0 + self.decode_slowdown_per_stream * (self.slots - 1)
+        )
+        return np.asarray(prompt / self.prefill_tokens_per_second + output / stream)
+
     @property
     def worst_cold_start_seconds(self) -> float:
         """The longest any start can take, first or warm (what the oracle plans with)."""
@@ -298,8 +306,14 @@ def check_scenario(path: Path) -> tuple[Scenario | None, list[ScenarioError]]:
         return Scenario.model_validate(data), []
     except ValidationError as exc:
         errors = []
-        for err in exc.errors():
+        details = exc.errors()
+        for err in details:
             loc = tuple(err["loc"])
+            if err["type"] == "too_short" and any(
+                tuple(other["loc"])[: len(loc)] == loc and len(other["loc"]) > len(loc)
+                for other in details
+            ):
+                continue  # "at least 1 item" because every item was refused: said already
             message = str(err["msg"]).removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 message = "unknown field"

@@ -4,7 +4,7 @@ A `Trace` is four sorted, equally long numpy arrays (arrival time in seconds fro
 model index, prompt tokens, output tokens) plus the model names the indices refer to. No
 per-request Python object exists, so a million-request trace costs about 20 MB.
 
-File formats (ARCHITECTURE.md, "Traces"):
+File formats (docs/formats.md, "Traces"):
 
 - canonical CSV, header ``timestamp,model,prompt_tokens,output_tokens``; ``timestamp`` is
   seconds from the start (float);

@@ -3,10 +3,15 @@
 The search space (a grid; sampled down to the requested number of candidates, seeded, the
 current policy always included):
 
-- every per-replica target multiplied by one factor (0.5 .. 2: lower targets mean more
-  replicas for the same load);
-- the scale-up and scale-down stabilization windows;
-- for on-demand models, the idle period before zero.
+- policies with a ``sizing`` section (the shipped ones): the percentile the sizing aims at
+  (``sizing.aimPercentile``, 98 .. 99.9: the queueing model misses the SLO by a margin that
+  depends on the traffic, so the aim that just meets it is found on the traffic itself) and
+  the cap on the learned scale-down hold (``scaleDown.stabilizationSeconds``); their targets
+  are only the fallback and stay as they are;
+- policies without one: every per-replica target multiplied by one factor (0.5 .. 2: lower
+  targets mean more replicas for the same load), and the scale-up and scale-down
+  stabilization windows;
+- for on-demand models, the idle period before zero (the keep-alive's cap).
 
 Each candidate runs the whole scenario under ``scaler`` (the other models keep their
 policies, so placement pressure stays real), in parallel processes (spawned, at most
@@ -31,7 +36,7 @@ import math
 import multiprocessing
 import os
 import random
-import tempfile
+import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -43,7 +48,8 @@ import yaml
 from rich.table import Table
 
 from scaler.core import JsonValue, ModelPolicy
-from scaler.policy import check_file
+from scaler.policy import check_file, policy_files
+from scaler.policy.edit import EditError, changed_fields, edit_values, policy_yaml
 from scaler.simulation.engine import simulate
 from scaler.simulation.report import build_report
 from scaler.simulation.scaler_policy import ScalerPolicy
@@ -54,6 +60,8 @@ TARGET_FACTORS = (0.5, 0.75, 1.0, 1.5, 2.0)
 SCALE_UP_WINDOWS = (0.0, 30.0)
 SCALE_DOWN_WINDOWS = (60.0, 180.0, 300.0, 600.0)
 IDLE_SECONDS = (300.0, 600.0, 900.0, 1800.0)
+AIM_PERCENTILES = (98.0, 99.0, 99.5, 99.8, 99.9)
+HOLD_CAPS = (60.0, 150.0, 300.0)
 
 
 class TuneError(Exception):
@@ -68,14 +76,27 @@ class Parameters:
     scale_up_seconds: float
     scale_down_seconds: float
     idle_seconds: float | None  # None for always-on models
+    aim_percentile: float | None = None  # sized policies: sizing.aimPercentile (None: the SLO's)
 
     def describe(self) -> str:
         """A short human label."""
         idle = "" if self.idle_seconds is None else f" idle {self.idle_seconds:g}s"
+        if self.aim_percentile is not None:
+            return f"aim p{self.aim_percentile:g} down {self.scale_down_seconds:g}s{idle}"
         return (
             f"targets x{self.target_factor:g} up {self.scale_up_seconds:g}s "
             f"down {self.scale_down_seconds:g}s{idle}"
         )
+
+    def as_list(self) -> list[JsonValue]:
+        """The point as a shard file stores it (`_point` reads it back)."""
+        return [
+            self.target_factor,
+            self.scale_up_seconds,
+            self.scale_down_seconds,
+            self.idle_seconds,
+            self.aim_percentile,
+        ]
 
 
 @dataclass(frozen=True)
@@ -101,10 +122,36 @@ class TuneResult:
     chosen: Candidate | None
 
 
+COUNT_TARGETS = frozenset({"queueDepth", "inflightRequests"})
+"""Targets that count requests (waiting, or in a slot): whole numbers, at least 1."""
+
+
+def operator_value(target: str, value: float) -> float:
+    """A scaled target as an operator would write it: a whole number of requests for the
+    counts (half up, at least 1: ``inflightRequests`` 3 × 1.5 is 5, not 4.5), two
+    significant digits for the rates (9 × 0.75 tokens/s is 6.8). Pure."""
+    if target in COUNT_TARGETS:
+        return float(max(1, math.floor(value + 0.5)))
+    return float(f"{value:.2g}")
+
+
 def apply(policy: ModelPolicy, parameters: Parameters) -> ModelPolicy:
-    """`policy` with `parameters` applied (validated again by the schema)."""
+    """`policy` with `parameters` applied, each target rounded as an operator would write
+    it (`operator_value`: the candidate evaluated is the policy written), validated again."""
     document: dict[str, Any] = policy.model_dump(by_alias=True, mode="json", exclude_none=True)
-    document["targets"] = {k: v * parameters.target_factor for k, v in document["targets"].items()}
+    document["targets"] = {
+        k: v if parameters.target_factor == 1.0 else operator_value(k, v * parameters.target_factor)
+        for k, v in document["targets"].items()
+    }
+    aim = parameters.aim_percentile
+    sizing = document.get("sizing")
+    # The SLO's percentile is the default aim: written only when it differs, or was written.
+    if (
+        aim is not None
+        and sizing is not None
+        and ("aimPercentile" in sizing or aim != policy.slo.percentile)
+    ):
+        sizing["aimPercentile"] = aim
     document["scaleUp"]["stabilizationSeconds"] = parameters.scale_up_seconds
     document["scaleDown"]["stabilizationSeconds"] = parameters.scale_down_seconds
     if parameters.idle_seconds is not None and "scaleToZero" in document:
@@ -114,23 +161,34 @@ def apply(policy: ModelPolicy, parameters: Parameters) -> ModelPolicy:
 
 def current_parameters(policy: ModelPolicy) -> Parameters:
     """The point of the search space the policy already is."""
+    aim = None
+    if policy.sizing is not None:
+        aim = policy.sizing.aim_percentile or policy.slo.percentile
     return Parameters(
         1.0,
         policy.scale_up.stabilization_seconds,
         policy.scale_down.stabilization_seconds,
         policy.scale_to_zero.idle_seconds if policy.scale_to_zero else None,
+        aim,
     )
 
 
 def search_space(policy: ModelPolicy, count: int, seed: int) -> list[Parameters]:
     """Up to `count` grid points, the current policy first, the rest sampled (seeded)."""
     idle: Sequence[float | None] = IDLE_SECONDS if policy.scale_to_zero else (None,)
-    grid = [
-        Parameters(f, up, down, i)
-        for f, up, down, i in itertools.product(
-            TARGET_FACTORS, SCALE_UP_WINDOWS, SCALE_DOWN_WINDOWS, idle
-        )
-    ]
+    if policy.sizing is not None:
+        up = policy.scale_up.stabilization_seconds
+        grid = [
+            Parameters(1.0, up, down, i, aim)
+            for aim, down, i in itertools.product(AIM_PERCENTILES, HOLD_CAPS, idle)
+        ]
+    else:
+        grid = [
+            Parameters(f, up, down, i)
+            for f, up, down, i in itertools.product(
+                TARGET_FACTORS, SCALE_UP_WINDOWS, SCALE_DOWN_WINDOWS, idle
+            )
+        ]
     current = current_parameters(policy)
     others = [p for p in grid if p != current]
     random.Random(seed).shuffle(others)
@@ -299,10 +357,7 @@ def tune_shard(
         "candidates": candidates,
         "slo_target": target,
         "policy": base.model_dump(by_alias=True, mode="json", exclude_none=True),
-        "points": [
-            [p.target_factor, p.scale_up_seconds, p.scale_down_seconds, p.idle_seconds]
-            for p in listed.points
-        ],
+        "points": [p.as_list() for p in listed.points],
         "scenario": {
             "name": prepared.scenario.name,
             "path": str(prepared.path),
@@ -380,10 +435,18 @@ def merge_tune(
 
 
 def _point(value: object) -> Parameters:
-    if not isinstance(value, list) or len(value) != 4:
-        raise TypeError(f"point {value!r}: expected [factor, up, down, idle]")
-    factor, up, down, idle = value
-    return Parameters(float(factor), float(up), float(down), None if idle is None else float(idle))
+    # Four entries: a shard written before sized policies had their own search space.
+    if not isinstance(value, list) or len(value) not in (4, 5):
+        raise TypeError(f"point {value!r}: expected [factor, up, down, idle, aim]")
+    factor, up, down, idle, *rest = value
+    aim = rest[0] if rest else None
+    return Parameters(
+        float(factor),
+        float(up),
+        float(down),
+        None if idle is None else float(idle),
+        None if aim is None else float(aim),
+    )
 
 
 def pareto_frontier(candidates: Sequence[Candidate]) -> tuple[Candidate, ...]:
@@ -400,11 +463,17 @@ def pareto_frontier(candidates: Sequence[Candidate]) -> tuple[Candidate, ...]:
 
 def frontier_table(result: TuneResult) -> Table:
     """The cost/SLO frontier as a table; the chosen and the current policy are marked."""
+    slo = result.candidates[0].policy.slo if result.candidates else None
     table = Table(
         title=f"{result.model}: cost/SLO frontier of {len(result.candidates)} candidates "
-        f"(target attainment {result.slo_target:.3f})"
+        f"(target attainment {result.slo_target:.3f})",
+        caption=None
+        if slo is None
+        else f"SLO wait: the queue wait at p{slo.percentile:g} (SLO {slo.queue_wait_seconds:g}s), "
+        "nearest rank over all requests, a dropped one counting as inf",
+        caption_justify="left",
     )
-    for column in ("", "parameters", "GiB-h", "SLO att.", "wait @SLO pct"):
+    for column in ("", "parameters", "GiB-h", "SLO att.", "SLO wait"):
         table.add_column(column, justify="left" if column in ("", "parameters") else "right")
     shown = list(result.frontier)
     current = next((c for c in result.candidates if c.is_current), None)
@@ -427,31 +496,88 @@ def frontier_table(result: TuneResult) -> Table:
     return table
 
 
-def write_policy(policy: ModelPolicy, path: Path, *, source: TuneResult) -> None:
-    """Write `policy` as YAML, validated by the policy loader before it replaces `path`."""
-    document = policy.model_dump(by_alias=True, mode="json", exclude_none=True)
+def policy_file(policy: ModelPolicy, folder: Path) -> Path | None:
+    """The file under `folder` (a policy file or a folder of them) that holds exactly
+    `policy`, or None: the original a tuned policy is written as an edit of."""
+    if not folder.exists():
+        return None
+    for file in policy_files(folder):
+        found, _ = check_file(file)
+        if found == policy:
+            return file
+    return None
+
+
+TUNED_HEADER = "# Tuned by `scaler tune"
+
+
+def write_policy(
+    policy: ModelPolicy,
+    path: Path,
+    *,
+    source: TuneResult,
+    original: Path | None = None,
+    base: ModelPolicy | None = None,
+) -> None:
+    """Write `policy` to `path`, validated by the policy loader before it replaces `path`.
+
+    With the `original` file of the `base` policy, the file is that one with the changed
+    numbers edited in place (comments, order and layout kept: a diff against it shows only
+    the tuning) under a two-line header saying what was chosen; without it, or if a change
+    cannot be made in place, the whole policy without its defaults. The file keeps the mode
+    of the file it replaces, else of `original`, else the umask's default (never 0600).
+    """
     chosen = source.chosen
     header = [
-        f"# Tuned by `scaler tune --model {policy.model}`: {len(source.candidates)} candidates.",
+        f"{TUNED_HEADER} --model {policy.model}`: {len(source.candidates)} candidates.",
     ]
     if chosen is not None:
         header.append(
             f"# Chosen: {chosen.parameters.describe()}; {chosen.gib_hours:.2f} GiB-h, "
             f"SLO attainment {chosen.slo_attainment:.3f} (target {source.slo_target:.3f})."
         )
-    text = "\n".join(header) + "\n" + yaml.safe_dump(document, sort_keys=False)
+    body = policy_yaml(policy)
+    if original is not None and base is not None:
+        try:
+            text = original.read_text(encoding="utf-8")
+            body = edit_values(_without_tuned_header(text), changed_fields(base, policy))
+        except (OSError, UnicodeDecodeError, EditError, yaml.YAMLError):
+            pass  # the whole policy, as without an original
+    text = "\n".join(header) + "\n" + body
+    mode = _mode_of(path) or (_mode_of(original) if original is not None else None)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".yaml", delete=False
-    ) as handle:
-        handle.write(text)
-    staged = Path(handle.name)
+    staged = path.parent / f".{path.name}.{os.getpid()}.tmp"
     try:
+        # os.open applies the umask (NamedTemporaryFile would make it 0600).
+        descriptor = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        if mode is not None:
+            os.chmod(staged, mode)
         checked, errors = check_file(staged)
         if checked is None or errors:
             raise TuneError(
                 "the tuned policy failed validation: " + "; ".join(str(e) for e in errors)
             )
         os.replace(staged, path)
+    except OSError as exc:
+        raise TuneError(f"{path}: cannot write the tuned policy: {exc}") from None
     finally:
         staged.unlink(missing_ok=True)
+
+
+def _mode_of(path: Path) -> int | None:
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+
+
+def _without_tuned_header(text: str) -> str:
+    """`text` less the header an earlier tune wrote (re-tuning a tuned file replaces it)."""
+    lines = text.splitlines(keepends=True)
+    if lines and lines[0].startswith(TUNED_HEADER):
+        lines = lines[1:]
+        if lines and lines[0].startswith("# Chosen: "):
+            lines = lines[1:]
+    return "".join(lines)

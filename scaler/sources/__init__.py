@@ -2,8 +2,8 @@
 
 `PrometheusSource.read(policies)` returns a `SourceReading` (a `ModelReading` per model and a
 `QueryStat` per query); `replica_counts(policies)` serves ``--no-kubernetes`` mode. The
-templates, their placeholders and the batching rule are in `scaler.sources.templates` and the
-README's "Prometheus queries" section.
+templates, their placeholders and the batching rule are in `scaler.sources.templates` and
+docs/metrics.md, "Prometheus queries".
 """
 
 from scaler.sources.prometheus import (

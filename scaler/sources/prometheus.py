@@ -40,9 +40,8 @@ import aiohttp
 import structlog
 
 from scaler.core import Engine, ModelPolicy, Signal
+from scaler.metric_names import ACTIVATOR_PENDING, MODEL_LABEL
 from scaler.sources.templates import (
-    ACTIVATOR_PENDING,
-    MODEL_LABEL,
     SERIES_LABEL,
     PlannedQuery,
     check_window,

@@ -15,11 +15,11 @@ alone, so no brace doubling is needed):
 ``{model_label}``
     the label that names the model (``model``); results are grouped by it.
 
-Defaults, each name matched in both spellings (``{__name__=~"vllm:x|vllm_x"}``) because a
-prometheus_client >= 0.23 exporter scraped by Prometheus 2.42 negotiates OpenMetrics and is
-stored with underscores (prometheus/client_python#1177). The llama.cpp names are checked
-against a real ``llama-server --metrics`` (tests/integration/test_llamacpp_metrics.py), so an
-upstream rename fails a test:
+Defaults (docs/metrics.md, "Prometheus queries"), each name matched in both spellings
+(``{__name__=~"vllm:x|vllm_x"}``) because a prometheus_client >= 0.23 exporter scraped by
+Prometheus 2.42 is stored with underscores (prometheus/client_python#1177). The llama.cpp
+names are checked against a real ``llama-server --metrics``
+(tests/integration/test_llamacpp_metrics.py), so an upstream rename fails a test:
 
 - queue_depth: vLLM ``num_requests_waiting``; llama.cpp ``requests_deferred``; + pending;
 - inflight_requests: vLLM ``num_requests_running`` + ``num_requests_waiting``; llama.cpp
@@ -63,14 +63,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from scaler.core import Engine, ModelPolicy, Signal
-
-# The activator's self-metrics (scaler.api.metric_names, which this layer may not import;
-# tests/sources/test_templates.py checks the names are the same).
-ACTIVATOR_PENDING: Final = "scaler_activator_pending_requests"
-ACTIVATOR_FORWARDED: Final = "scaler_activator_forwarded_total"
-
-MODEL_LABEL: Final = "model"
-"""The label naming the model on every series scaler reads (added by target relabeling)."""
+from scaler.metric_names import ACTIVATOR_FORWARDED, ACTIVATOR_PENDING, MODEL_LABEL
 
 SERIES_LABEL: Final = "scaler_series"
 """Tags a default query's result series: ``value`` or ``sample_time``."""

@@ -14,14 +14,14 @@ from yarl import URL
 
 from scaler.activator.endpoints import EndpointTracker
 from scaler.activator.proxy import ActivatorConfig
-from scaler.api.metric_names import (
+from scaler.core.policy import ModelPolicy
+from scaler.metric_names import (
     ACTIVATOR_FORWARDED,
     ACTIVATOR_PENDING,
     ACTIVATOR_REJECTED,
     ACTIVATOR_TIMEOUTS,
     ACTIVATOR_WAIT,
 )
-from scaler.core.policy import ModelPolicy
 from tests.activator.model_server import ModelServerEmulator, running_activator, until
 from tests.builders import make_policy
 

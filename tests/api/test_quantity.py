@@ -1,4 +1,4 @@
-"""Canonical Quantity strings: the §4 table, rounding up as MilliValue does, parse round-trip."""
+"""Canonical Quantity strings: docs/api.md's table, rounded up as MilliValue reads, round-trip."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def milli_value(quantity: str) -> int:
     ],
 )
 def test_reference_table(milli: int, expected: str) -> None:
-    """The canonical strings of the wire contract's table (§4)."""
+    """The canonical strings of the table in docs/api.md ("Quantities")."""
     assert format_milli(milli) == expected
 
 

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from scaler.api import metric_names as names
+from scaler import metric_names as names
 from scaler.api.store import DecisionStore
 from scaler.core import Reason, Signal
 from tests.api.conftest import MODELS, STALENESS, START, Wiring, make_decision

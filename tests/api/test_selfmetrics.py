@@ -8,7 +8,7 @@ import math
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from scaler.api import metric_names as names
+from scaler import metric_names as names
 from scaler.api.selfmetrics import Health, SelfMetrics
 from scaler.core import Reason, Signal
 from scaler.core.sizing import Sizing
@@ -173,3 +173,16 @@ def test_sizing_is_exported_and_absent_once_a_decision_is_not_sized() -> None:
     after = samples(metrics)
     for name in (names.SIZED_REPLICAS, names.SERVICE_SECONDS, names.KEEP_ALIVE):
         assert (name, model) not in after
+
+
+def test_no_created_series_are_exported() -> None:
+    """Counters and histograms export no `<name>_created` series (a gauge of its own in the
+    text format: scaler_decisions_created, noise on every dashboard)."""
+    metrics = SelfMetrics()
+    metrics.observe_decision(make_decision(), make_policy("mistral-7b"))
+    metrics.observe_query("queue_depth", 0.01, error=False)
+    metrics.observe_cold_start("mistral-7b", 30.0)
+    metrics.observe_api_request("/apis", 200, 0.001)
+    text = metrics.exposition().decode()
+    assert "scaler_decisions_total" in text
+    assert "_created" not in text

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
-from scaler.api import metric_names as names
+from scaler import metric_names as names
 from scaler.api.selector import MAX_SELECTOR_LENGTH
 from scaler.api.server import serve_api
 from scaler.core import Signal

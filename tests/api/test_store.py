@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from scaler.api.metric_names import EXTERNAL_BY_SIGNAL, EXTERNAL_DESIRED_REPLICAS
 from scaler.api.store import DecisionStore, StaleMetricError, UnknownMetricError
 from scaler.core import Reason, Signal
+from scaler.metric_names import EXTERNAL_BY_SIGNAL, EXTERNAL_DESIRED_REPLICAS
 from tests.api.conftest import MODELS, STALENESS, START, make_decision
 
 QUEUE = EXTERNAL_BY_SIGNAL[Signal.QUEUE_DEPTH]

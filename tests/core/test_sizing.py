@@ -8,6 +8,7 @@ import pytest
 
 from scaler.core import ModelState, Reason, Signal, decide
 from scaler.core.keepalive import MIN_GAPS, keep_alive_seconds, remember_gap
+from scaler.core.policy import ModelPolicy
 from scaler.core.sizing import (
     ServiceEstimate,
     arrival_rate,
@@ -160,8 +161,12 @@ def test_sized_policy_falls_back_to_targets_without_a_request_rate() -> None:
 
 def test_burst_is_met_at_once_and_released_after_the_down_window() -> None:
     """A 2-minute burst (10 in flight at 0.2 req/s) on mistral-7b scales up on the tick that
-    sees it; the extra replicas go after the down window, one a minute."""
-    policy = make_policy("mistral-7b", scaleDown={"stabilizationSeconds": 150})
+    sees it; the extra replicas go after the down window, one a minute. With no release
+    seen yet the window is the ski-rental's break-even: one reaction time (20 s detection +
+    90 s cold start, under the policy's 150 s)."""
+    policy = make_policy(
+        "mistral-7b", scaleDown={"stabilizationSeconds": 150}, coldStart={"seconds": 90}
+    )
 
     def load(t: float) -> dict[Signal, float]:
         busy = 600.0 <= t < 720.0
@@ -174,10 +179,86 @@ def test_burst_is_met_at_once_and_released_after_the_down_window() -> None:
     assert driver.current == 1
     driver.step()
     assert driver.current == 3
-    driver.run(until=720.0 + 140.0)
+    driver.run(until=720.0 + 100.0)
     assert driver.current == 3, "a dip must last the down window"
     driver.run(until=720.0 + 400.0)
     assert driver.current == 1
+
+
+def _released_and_needed_again(gap: float, times: int) -> ModelState:
+    """A deepseek-coder state after `times` scale-downs 3 -> 2 each needed again `gap` s on."""
+    policy = make_policy("deepseek-coder")
+    state, now = ModelState(observed_replicas=3), 0.0
+    for _ in range(times):
+        for current, inflight in ((3, 0.0), (2, 12.0)):
+            # A quiet tick long after the last change releases one; a full one re-adds it.
+            now += gap if current == 2 else 600.0
+            observation = make_observation(
+                "deepseek-coder", queue=0.0, inflight=inflight, rate=0.01, current=current
+            )
+            _, state = decide(observation, policy, replace_state(state), NO_CLUSTER, now)
+    return state
+
+
+def replace_state(state: ModelState) -> ModelState:
+    """`state` with its stabilization history dropped, so each tick above decides afresh."""
+    return ModelState(
+        release_gaps=state.release_gaps,
+        released_at=state.released_at,
+        observed_replicas=state.observed_replicas,
+    )
+
+
+def test_a_scale_down_needed_again_is_remembered_as_a_release_gap() -> None:
+    """Scale-down then scale-up: the time between is one release gap; JSON keeps it."""
+    state = _released_and_needed_again(40.0, 2)
+    assert state.release_gaps == (40.0, 40.0)
+    assert state.released_at is None
+    assert ModelState.from_json(state.to_json()).release_gaps == (40.0, 40.0)
+
+
+def test_release_hold_shrinks_where_released_replicas_stay_unneeded() -> None:
+    """Gaps far beyond a cold start: holding never pays, the hold falls to its 15 s floor;
+    gaps shorter than a cold start: the hold covers them (up to the policy's window)."""
+    policy = make_policy("deepseek-coder", scaleDown={"stabilizationSeconds": 60})
+    assert policy.cold_start.seconds == 20.0
+    long_gaps = (3600.0,) * MIN_GAPS
+    # The first 1 s tick at or past the hold releases the replica.
+    assert _released_after(policy, long_gaps) == 15.0  # the floor
+    slow = policy.model_copy(
+        update={"cold_start": policy.cold_start.model_copy(update={"seconds": 40.0})}
+    )
+    assert _released_after(slow, (30.0,) * MIN_GAPS) == 33.0  # the 30 s gaps, 10 % to spare
+    assert _released_after(policy, long_gaps[1:]) == 40.0  # the prior: a reaction time
+    assert _released_after(policy.model_copy(update={"sizing": None}), long_gaps) == 60.0, (
+        "targets carry no lookahead: the policy's window stands"
+    )
+
+
+def _released_after(policy: ModelPolicy, gaps: tuple[float, ...]) -> float:
+    """When a dip from 2 replicas to a demand of 1, starting at 0, is first acted on."""
+    quiet = make_observation(policy.model, queue=0.0, inflight=0.0, rate=0.0, current=2)
+    state = ModelState(release_gaps=gaps, recommendations=((0.0, 2),), observed_replicas=2)
+    for tick in range(1, 200):
+        decision, state = decide(quiet, policy, state, NO_CLUSTER, float(tick))
+        if decision.desired_replicas < 2:
+            return float(tick)
+    return math.inf
+
+
+def test_the_sizing_aims_at_its_own_percentile_and_reports_the_slos_wait() -> None:
+    """``sizing.aimPercentile`` moves the replica count (a lower aim never asks for more);
+    the predicted wait stays at the SLO's percentile."""
+    observation = make_observation("deepseek-coder", queue=0.0, inflight=6.0, rate=0.08, current=2)
+    counts = []
+    for aim in (98.0, 99.5, 99.9):
+        policy = make_policy("deepseek-coder", sizing={"aimPercentile": aim})
+        decision, _ = decide(observation, policy, ModelState(), NO_CLUSTER, 0.0)
+        assert decision.sizing is not None
+        assert decision.sizing.miss == policy.slo_miss_ratio
+        counts.append(decision.sizing.replicas)
+    assert counts == sorted(counts)
+    assert counts[0] < counts[-1]
 
 
 def test_keep_alive_covers_a_sessions_pauses_and_not_the_gaps_between_sessions() -> None:

@@ -3,7 +3,8 @@
 The pins (manifests/model-files/pins/*.yaml) are the only place the Hugging Face figures are
 written; everything else is checked against them here: the file each model Deployment loads,
 the Job that fetches it (plain and as a Flux HelmRelease, compared field by field), the
-ordering (each model's HelmRelease dependsOn its fetch), and README's table of figures.
+ordering (each model's HelmRelease dependsOn its fetch), and the table of figures in
+docs/model-files.md.
 """
 
 from __future__ import annotations
@@ -240,13 +241,11 @@ def test_the_fetch_release_runs_the_plain_job(model: str) -> None:
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_readme_quotes_the_pinned_figures(model: str) -> None:
-    """README's "Model files" table has the pin's repo, revision, file, size and sha256 on
-    the model's row (the docs cannot drift from what the Jobs fetch)."""
+def test_docs_quote_the_pinned_figures(model: str) -> None:
+    """docs/model-files.md's table has the pin's repo, revision, file, size and sha256 on the
+    model's row (the docs cannot drift from what the Jobs fetch)."""
     pin = _pin(model)
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Model files") :]
-    section = section[: section.index("\n## ", 3)]
-    (row,) = [line for line in section.splitlines() if line.startswith(f"| `{model}` |")]
+    page = (ROOT / "docs" / "model-files.md").read_text()
+    (row,) = [line for line in page.splitlines() if line.startswith(f"| `{model}` |")]
     for figure in (pin.repo, pin.revision, pin.file, f"{pin.size_bytes:,}", pin.sha256):
-        assert figure in row, f"{model}: {figure} missing from README row"
+        assert figure in row, f"{model}: {figure} missing from docs/model-files.md"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from scaler.activator.routes import build_routes
-from scaler.api.metric_names import EXTERNAL_DESIRED_REPLICAS, EXTERNAL_METRICS
 from scaler.core import ModelClass, ModelPolicy
+from scaler.metric_names import EXTERNAL_DESIRED_REPLICAS, EXTERNAL_METRICS
 from tests.deploy.objects import Obj, containers, named, of_kind, policies
 
 MODELS = sorted(policies())
@@ -109,13 +109,11 @@ def test_hpa_behavior_lets_the_policy_lead(model: str) -> None:
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_replicas_are_left_to_the_hpa_except_on_demand_models_start_at_zero(model: str) -> None:
-    """Always-on Deployments omit replicas (the HPA owns it); on-demand ones start at 0."""
-    spec = _deployment(model)["spec"]
-    if _policy(model).model_class is ModelClass.ON_DEMAND:
-        assert spec["replicas"] == 0
-    else:
-        assert "replicas" not in spec
+def test_replicas_are_left_to_the_hpa_and_scaler(model: str) -> None:
+    """No model Deployment sets replicas: the HPA (and, for on-demand models, scaler's
+    0 <-> 1) owns the count, and a set field would reset it on every apply (Mixtral awake
+    at 2 would go back to 0)."""
+    assert "replicas" not in _deployment(model)["spec"]
 
 
 @pytest.mark.parametrize("model", MODELS)

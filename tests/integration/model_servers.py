@@ -4,7 +4,8 @@ Each emulator is an aiohttp server on ``127.0.0.1:0`` running in its own thread 
 event loop, so it keeps answering Prometheus' scrapes whether the test is sync or async, and
 whatever the test's event loop is doing. The test sets the ground truth
 (`set(waiting=..., running=..., tokens_per_second=...)`) and reads it back (`truth()`); the
-emulator exports it under the EXACT upstream metric names:
+emulator exports it under the EXACT upstream metric names (docs/metrics.md, "Engine series
+scaler reads": vLLM's V1 engine loggers, llama.cpp's ``llama-server --metrics``):
 
 - `VllmServer`: ``vllm:num_requests_running``, ``vllm:num_requests_waiting``,
   ``vllm:kv_cache_usage_perc``, ``vllm:generation_tokens_total``,

@@ -1,8 +1,8 @@
 """A stand-in for kube-apiserver, for the REST paths the adapter uses (no real one can run here).
 
-No kube-apiserver, kind, k3s or kwok can be installed on the test machine (see
-shared/reference/tooling-notes.md §2), so the live adapter is tested against this aiohttp
-HTTPS server on 127.0.0.1 with a trustme CA and a bearer token, driven by the official
+No kube-apiserver, kind, k3s or kwok can be installed on the test machine (none is packaged
+for it, and kind fetches its binaries at run time), so the live adapter is tested against
+this aiohttp HTTPS server on 127.0.0.1 with a trustme CA and a bearer token, driven by the official
 ``kubernetes`` client exactly as in a cluster.
 
 What it serves (the real paths, verbs and status codes):

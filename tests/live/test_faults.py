@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from scaler.api.metric_names import EXTERNAL_DESIRED_REPLICAS
 from scaler.api.store import StaleMetricError
 from scaler.core import ModelPolicy, Reason
 from scaler.live.kube import DeploymentView
+from scaler.metric_names import EXTERNAL_DESIRED_REPLICAS
 from tests.live.conftest import (
     LEASE_NAMESPACE,
     NAMESPACE,

@@ -21,12 +21,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from scaler.api.auth import Authenticator
-from scaler.api.metric_names import EXTERNAL_DESIRED_REPLICAS
 from scaler.api.selfmetrics import Health, SelfMetrics
 from scaler.api.server import build_app
 from scaler.api.store import DecisionStore
 from scaler.core import Decision, ModelPolicy, decide_all
 from scaler.live.loop import ControlLoop, NoMetrics
+from scaler.metric_names import EXTERNAL_DESIRED_REPLICAS
 from scaler.sources import ReplicaCount
 from tests.live.conftest import FakeSource, VirtualClock
 

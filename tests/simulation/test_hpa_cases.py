@@ -1,4 +1,4 @@
-"""Every case of reference/hpa_cases.json (upstream HPA tests restated) through the emulator.
+"""Every case of hpa_cases.json (upstream HPA tests restated) through the emulator.
 
 Each case is one test, named by its id. Cases that yield a replica count go through
 ``evaluate_case``; the other stages (defaults, event bookkeeping, policy limits) go through
@@ -36,7 +36,9 @@ from scaler.simulation.hpa import (
     store_scale_event,
 )
 
-# A verbatim copy of reference/hpa_cases.json, kept with the test so the repo is self-contained.
+# The cases of kubernetes/kubernetes' own HPA tests (replica_calculator_test.go,
+# horizontal_test.go, defaults_test.go), restated as inputs and expected outputs; the file's
+# "source" says which revisions.
 CASES_FILE = Path(__file__).with_name("hpa_cases.json")
 _CASES: list[dict[str, Any]] = json.loads(CASES_FILE.read_text())["cases"]
 

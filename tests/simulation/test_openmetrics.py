@@ -12,8 +12,9 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
+from scaler import metric_names
 from scaler.activator.metrics import WAIT_BUCKETS
-from scaler.api import metric_names, selfmetrics
+from scaler.api import selfmetrics
 from scaler.simulation import openmetrics
 from scaler.simulation.engine import SERVED, SimulationResult, simulate
 from scaler.simulation.scaler_policy import ScalerPolicy

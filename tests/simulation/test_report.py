@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scaler.api import metric_names
+from scaler import metric_names
 from scaler.simulation import openmetrics
 from scaler.simulation.engine import SimulationResult, simulate
 from scaler.simulation.report import build_report, reports_json
@@ -37,6 +37,9 @@ MODEL_KEYS = [
     "scale_events",
     "max_replicas",
     "unplaceable_s",
+    "slo_percentile",
+    "slo_threshold_s",
+    "slo_wait_s",
 ]
 
 
@@ -57,7 +60,7 @@ def result() -> SimulationResult:
 
 
 def test_json_report_has_exactly_the_contract_keys(result: SimulationResult) -> None:
-    """ARCHITECTURE.md "Simulation report": top-level, per-model and total keys, exactly."""
+    """docs/formats.md "Simulation report": top-level, per-model and total keys, exactly."""
     document = build_report(result).to_json()
     assert list(document) == ["scenario", "policy", "duration_s", "wall_s", "models", "total"]
     assert document["policy"] == "scaler"
@@ -104,7 +107,7 @@ def test_several_reports_serialize_as_a_list(result: SimulationResult) -> None:
 
 
 def test_openmetrics_uses_the_exported_names_and_ends_with_eof(result: SimulationResult) -> None:
-    """Every family is one of scaler.api.metric_names or a model server's, cAdvisor's or
+    """Every family is one of scaler.metric_names or a model server's, cAdvisor's or
     kube-state-metrics' (both engines here are llama.cpp); seconds timestamps; final # EOF."""
     text = openmetrics.render(result)
     assert text.endswith("# EOF\n")

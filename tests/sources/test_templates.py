@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from scaler.api import metric_names
+from scaler import metric_names
 from scaler.core import Engine, ModelPolicy, Signal
-from scaler.sources import templates
 from scaler.sources.templates import (
     DEFAULT_TEMPLATES,
     PlannedQuery,
@@ -41,12 +40,6 @@ def policy(
 def queries_for(planned: tuple[PlannedQuery, ...], signal: Signal) -> list[PlannedQuery]:
     """The planned queries of one signal."""
     return [q for q in planned if q.signal is signal]
-
-
-def test_activator_metric_names_match_the_exported_ones() -> None:
-    """The sources layer cannot import scaler.api: its copies of the names must not drift."""
-    assert templates.ACTIVATOR_PENDING == metric_names.ACTIVATOR_PENDING
-    assert templates.ACTIVATOR_FORWARDED == metric_names.ACTIVATOR_FORWARDED
 
 
 def test_render_substitutes_placeholders_and_keeps_promql_braces() -> None:

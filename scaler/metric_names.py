@@ -1,9 +1,13 @@
-"""Every metric name scaler exports: a contract for dashboards, alerts and the simulator.
+"""The names scaler's parts share on the wire: every metric scaler exports, and its label.
 
-The external metrics (served to the HPA) and the self-metrics (Prometheus /metrics of the
-adapter and the activator) are defined once here; the live adapter exports them, the
-simulator's ``--openmetrics`` export uses the same names so a simulation can be backfilled
-and shown on the same Grafana dashboards, and the dashboards and alerts query them.
+A contract for dashboards, alerts, the simulator and the API. The external metrics (served to
+the HPA) and the self-metrics (Prometheus /metrics of the adapter and the activator) are
+defined once here: the live adapter and the activator export them, the Prometheus source reads
+the activator's, the simulator's ``--openmetrics`` export writes the same names so a
+simulation can be backfilled and shown on the same Grafana dashboards, and the dashboards and
+alerts query them. Names only, no behaviour: the module sits below every layer that uses it
+(above ``scaler.core``, whose ``Signal`` keys the external metric names), so the simulator and
+the dashboards need nothing from the adapter's server (docs/design.md, "Layout").
 """
 
 from __future__ import annotations
@@ -11,6 +15,10 @@ from __future__ import annotations
 from typing import Final
 
 from scaler.core import Signal
+
+MODEL_LABEL: Final = "model"
+"""The label naming the model: on every series scaler reads and exports (target relabeling adds
+it to the engines' series), and the one label of every external metric item."""
 
 # --- External metrics API (external.metrics.k8s.io/v1beta1), selected by label model=<name>.
 EXTERNAL_DESIRED_REPLICAS: Final = "scaler-desired-replicas"
