@@ -11,9 +11,10 @@ share an interpreter with it. Measured in the same run, with the same clients:
 * ``api-4-publish`` / ``api-1000-publish``: the HPA's path in production, where a tick
   publishes between two of its syncs: a publisher thread in the server republishes every
   model's decision every ``--publish-every`` seconds (5, the tick) while the clients run,
-  preparing the snapshot (rendering every answer) in its thread and committing it on the
-  event loop (the control loop itself publishes on the event loop, in slices: see
-  ``-ticks``);
+  preparing the snapshot (rendering every answer) in its thread, committing it on the
+  event loop and releasing the one it replaced in its thread (the control loop itself
+  does both on the event loop, in slices: see ``-ticks``); threads switch every 0.1 ms,
+  as under the control loop;
 * ``api-1000-general``: the same question put as ``model in (<name>)``, which takes the
   general selector path (parse, select, read, render) on every request;
 * ``api-1000-ticks``: the real control loop (``--no-kubernetes``, a synthetic source whose
@@ -69,10 +70,10 @@ from aiohttp import web
 from scaler.api.auth import Authenticator
 from scaler.api.selfmetrics import Health, SelfMetrics
 from scaler.api.server import build_app, serve_api
-from scaler.api.store import DecisionStore
+from scaler.api.store import DecisionStore, Snapshot
 from scaler.api.tls import serving_ssl_context
 from scaler.core import Decision, ModelPolicy, Reason, Signal
-from scaler.live.loop import ControlLoop, TickResult
+from scaler.live.loop import SWITCH_INTERVAL_SECONDS, ControlLoop, TickResult
 from scaler.live.serve import configure_logging
 from scaler.metric_names import EXTERNAL_DESIRED_REPLICAS
 from scaler.policy import load_policies
@@ -118,11 +119,18 @@ def republish(
     every: float,
     stop: threading.Event,
 ) -> None:
-    """Publisher thread: every `every` s, prepare a publish of every model here and commit
-    it on the event loop, where the requests are served."""
+    """Publisher thread: every `every` s, prepare a publish of every model here, commit it on
+    the event loop, where the requests are served, and release what it replaced here, a
+    model at a time (as the control loop does on the event loop, in slices)."""
     while not stop.wait(every):
         snapshot = store.prepare(decisions(models, time.time()))
-        loop.call_soon_threadsafe(store.commit, snapshot)
+        committed = asyncio.run_coroutine_threadsafe(_commit(store, snapshot), loop)
+        for _ in committed.result().release():
+            pass
+
+
+async def _commit(store: DecisionStore, snapshot: Snapshot) -> Snapshot:
+    return store.commit(snapshot)
 
 
 def fleet(count: int) -> list[ModelPolicy]:
@@ -236,6 +244,7 @@ async def serve(kind: str, tls: bool, *, publish_every: float, tick_every: float
         store.publish_all(decisions(models, time.time()))
         app = api_app(store, SelfMetrics(), models)
         if variant == "publish":
+            sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)  # as ControlLoop.run() sets it
             publisher = threading.Thread(
                 target=republish, args=(store, models, loop, publish_every, stop), daemon=True
             )
@@ -494,6 +503,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--tick-seconds", type=float, default=15.0, help="-ticks server: length of paced runs"
     )
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        choices=[kind for kind, _ in KINDS],
+        help="measure only these servers (bare is always measured: it is the reference)",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--tls", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -505,6 +520,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         return
 
+    kinds = [(k, q) for k, q in KINDS if k == "bare" or not args.servers or k in args.servers]
     use_wrk = shutil.which("wrk") is not None
     client = "wrk -t1" if use_wrk else "aiohttp"
     print(
@@ -532,18 +548,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         transport = "https" if tls else "http"
         with contextlib.ExitStack() as stack:
             urls, servers = {}, {}
-            for kind, query in KINDS:
+            for kind, query in kinds:
                 servers[kind] = server = Server(kind, tls, options)
                 urls[kind] = f"{stack.enter_context(server)}{PATH}{query}"
-            runs: dict[str, list[Figures]] = {kind: [] for kind, _ in KINDS}
-            ratios: dict[str, list[float]] = {kind: [] for kind, _ in KINDS}
-            cpu: dict[str, list[float]] = {kind: [] for kind, _ in KINDS}
-            wrk_paced: dict[str, list[Figures]] = {kind: [] for kind, _ in KINDS}
-            open_loop: dict[str, list[Figures]] = {kind: [] for kind, _ in KINDS}
+            runs: dict[str, list[Figures]] = {kind: [] for kind, _ in kinds}
+            ratios: dict[str, list[float]] = {kind: [] for kind, _ in kinds}
+            cpu: dict[str, list[float]] = {kind: [] for kind, _ in kinds}
+            wrk_paced: dict[str, list[Figures]] = {kind: [] for kind, _ in kinds}
+            open_loop: dict[str, list[Figures]] = {kind: [] for kind, _ in kinds}
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
 
             for _ in range(args.rounds):  # interleaved, so load changes hit every server alike
-                for kind, _query in KINDS:
+                for kind, _query in kinds:
                     # Each server's throughput right after the bare one's: the machine is
                     # shared, and its load drifts within a round too.
                     for measured in ("bare", kind) if kind != "bare" else ("bare",):
@@ -559,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                             paced_wrk(urls[kind], args.rate, paced_seconds, folder)
                         )
                     open_loop[kind].append(asyncio.run(paced(urls[kind], args.rate, paced_seconds)))
-        for kind, _query in KINDS:
+        for kind, _query in kinds:
             vs_bare = statistics.median(ratios[kind])
             result, loop = median_figures(runs[kind]), median_figures(open_loop[kind])
             wp = median_figures(wrk_paced[kind]) if use_wrk else Figures(0, 0, 0, 0)
@@ -571,7 +587,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f" {wp.p50_ms:7.2f} {wp.p99_ms:7.2f} | {loop.rps:7.0f} {loop.p50_ms:7.2f}"
                 f" {loop.p99_ms:7.2f} {errors:6d}"
             )
-        for kind, _query in KINDS:
+        for kind, _query in kinds:
             if servers[kind].report:
                 print(f"{transport:9} {kind:16} {servers[kind].report}")
 

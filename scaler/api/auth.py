@@ -119,6 +119,24 @@ def load_requestheader_config(configmap_data: Mapping[str, str]) -> RequestHeade
     )
 
 
+def common_name_of(peercert: Mapping[str, object] | None) -> str | None:
+    """Subject CN of a verified certificate (``SSLSocket.getpeercert()`` form): None when no
+    certificate was verified, "" for one without a CN.
+
+    With several CNs the last one counts, as in kube-apiserver: Go's ``pkix.Name`` keeps the
+    last CommonName of the subject, and the request-header authenticator checks that one.
+    """
+    if not peercert:  # None without TLS, {} when no certificate was verified
+        return None
+    common_name = ""
+    subject = peercert.get("subject", ())
+    for rdn in subject if isinstance(subject, tuple) else ():
+        for attribute, value in rdn:
+            if attribute == "commonName":
+                common_name = str(value)
+    return common_name
+
+
 class Authenticator:
     """Decides who a request comes from: a front-proxy user, anonymous, or nobody (401)."""
 

@@ -44,6 +44,8 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from scaler.api.auth import common_name_of
+
 log = structlog.get_logger("scaler.api.listener")
 
 LOG_EVERY_SECONDS: Final = 10.0
@@ -144,7 +146,7 @@ def _describe(exc: BaseException | None, status: int) -> str:
 class _BoundedRequestHandler(RequestHandler):
     """aiohttp's connection protocol, answering the errors it makes itself with `ErrorBody`."""
 
-    __slots__ = ("_error_body", "_rate_log", "busy", "last_active")
+    __slots__ = ("_common_name", "_error_body", "_rate_log", "busy", "last_active")
 
     def __init__(
         self,
@@ -159,6 +161,17 @@ class _BoundedRequestHandler(RequestHandler):
         self._rate_log = rate_log
         self.busy = False  # request bytes arrived and its response is not finished yet
         self.last_active = time.monotonic()
+        self._common_name: tuple[str | None] | None = None  # not read yet
+
+    @property
+    def client_common_name(self) -> str | None:
+        """The verified client certificate's subject CN (``common_name_of``), read on the
+        first request and kept: the handshake fixed it for the connection's life."""
+        if self._common_name is None:
+            transport = self.transport
+            peer = None if transport is None else transport.get_extra_info("peercert")
+            self._common_name = (common_name_of(peer),)
+        return self._common_name[0]
 
     def data_received(self, data: bytes) -> None:
         """Note the activity (for eviction), then parse as aiohttp does."""
@@ -210,6 +223,17 @@ class _BoundedRequestHandler(RequestHandler):
             "http_connection_error",
             error=type(exc).__name__ if isinstance(exc, BaseException) else str(args[:1]),
         )
+
+
+def client_common_name(request: BaseRequest) -> str | None:
+    """Subject CN of the client certificate verified on `request`'s connection (None without
+    one, or without TLS; "" for a certificate without a CN): once per connection on a
+    `ListenerSite`, from the TLS transport on any other server (tests' ``TestServer``)."""
+    protocol = request.protocol
+    if isinstance(protocol, _BoundedRequestHandler):
+        return protocol.client_common_name
+    transport = request.transport
+    return None if transport is None else common_name_of(transport.get_extra_info("peercert"))
 
 
 class _Listener:

@@ -9,6 +9,9 @@ per-route guard calls ``observe_api_request``; ``/metrics`` renders ``exposition
 from __future__ import annotations
 
 import math
+import time
+from bisect import bisect_left
+from collections.abc import Iterator
 from typing import Final
 
 from prometheus_client import (
@@ -18,7 +21,11 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
+from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from scaler import metric_names as names
 from scaler.core import Decision, ModelPolicy, Signal
@@ -26,8 +33,9 @@ from scaler.core import Decision, ModelPolicy, Signal
 EXPOSITION_CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
 """Prometheus text format 0.0.4, which every Prometheus version scrapes."""
 
-# API requests are answered from memory: most take well under a millisecond.
-_API_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+API_LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+"""Bucket bounds (s) of the API latency histogram: requests are answered from memory, most
+well under a millisecond."""
 _QUERY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Cold starts run from seconds (tinyllama) to minutes (Mixtral from a cold page cache).
 _COLD_START_BUCKETS: Final = (5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
@@ -115,13 +123,10 @@ class SelfMetrics:
             ["signal"],
             registry=r,
         )
-        self._api_seconds = Histogram(
-            names.API_REQUEST_DURATION,
-            "API request latency by route and status code.",
-            ["path", "code"],
-            buckets=_API_BUCKETS,
-            registry=r,
+        self._api_seconds = RequestLatency(
+            names.API_REQUEST_DURATION, "API request latency by route and status code."
         )
+        r.register(self._api_seconds)
         self._leader = Gauge(
             names.LEADER, "1 while this replica holds the leader lease.", registry=r
         )
@@ -148,7 +153,6 @@ class SelfMetrics:
             names.KEEP_ALIVE, "Idle time after which the model goes to zero.", ["model"], registry=r
         )
         self._leader.set(0)
-        self._api_children: dict[tuple[str, int], Histogram] = {}
         # Decision series set by observe_decision, and the value each holds.
         self._gauge_children: dict[tuple[Gauge, tuple[str, ...]], Gauge] = {}
         self._gauge_values: dict[tuple[Gauge, tuple[str, ...]], float] = {}
@@ -256,16 +260,74 @@ class SelfMetrics:
         self._last_tick.set(now)
 
     def observe_api_request(self, path: str, code: int, duration_seconds: float) -> None:
-        """Record one API request by route template (never the raw path) and status code."""
-        key = (path, code)
-        child = self._api_children.get(key)
-        if child is None:  # labels() costs a lock and a tuple build per request otherwise
-            child = self._api_children[key] = self._api_seconds.labels(path, str(code))
-        child.observe(duration_seconds)
+        """Record one API request by route template (never the raw path) and status code.
+
+        Call it from the thread that renders ``exposition()`` (the event loop): the counts
+        take no lock (see `RequestLatency`).
+        """
+        self._api_seconds.observe(path, code, duration_seconds)
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format 0.0.4."""
         return generate_latest(self.registry)
+
+
+class _LatencySeries:
+    """One (route, code) series of `RequestLatency`: per-bucket counts, their sum, and when it
+    was created."""
+
+    __slots__ = ("counts", "created", "total")
+
+    def __init__(self, buckets: int) -> None:
+        self.counts = [0] * buckets
+        self.total = 0.0
+        self.created = time.time()
+
+
+class RequestLatency(Collector):
+    """The API latency histogram ``{path, code}``, counted without locks.
+
+    prometheus_client's ``Histogram.observe`` takes a lock per bucket update and per sum,
+    several microseconds on a request path that is otherwise a dictionary lookup; every
+    request of the external metrics API is observed here, so this collector keeps plain
+    counts instead and renders the same samples (``_bucket``, ``_count``, ``_sum``,
+    ``_created``; `API_LATENCY_BUCKETS`) when scraped. It is not thread-safe: observe and collect
+    on one thread (the event loop serves both the API and /metrics).
+    """
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._bounds = (*API_LATENCY_BUCKETS, math.inf)
+        # The `le` labels as Histogram writes them ("+Inf" last); untyped upstream.
+        self._les = tuple(floatToGoString(b) for b in self._bounds)  # type: ignore[no-untyped-call]
+        self._series: dict[tuple[str, int], _LatencySeries] = {}
+
+    def observe(self, path: str, code: int, seconds: float) -> None:
+        """Count one request of `path` (route template) answered with `code`."""
+        series = self._series.get((path, code))
+        if series is None:
+            series = self._series[(path, code)] = _LatencySeries(len(self._bounds))
+        # The first bucket whose bound is at least the duration, as Histogram.observe picks.
+        series.counts[bisect_left(self._bounds, seconds)] += 1
+        series.total += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        """The histogram family and its ``_created`` samples, as ``Histogram`` writes them."""
+        metric = Metric(self._name, self._documentation, "histogram")
+        for (path, code), series in list(self._series.items()):
+            labels = {"path": path, "code": str(code)}
+            cumulative = 0.0
+            for le, count in zip(self._les, series.counts, strict=True):
+                cumulative += count
+                metric.add_sample(f"{self._name}_bucket", {**labels, "le": le}, cumulative)
+            metric.add_sample(f"{self._name}_count", labels, cumulative)
+            metric.add_sample(f"{self._name}_sum", labels, series.total)
+            # As Histogram: no _created series once prometheus_client's
+            # disable_created_metrics() (or PROMETHEUS_DISABLE_CREATED_SERIES) turned them off.
+            if getattr(prometheus_metrics, "_use_created", True):
+                metric.add_sample(f"{self._name}_created", labels, series.created)
+        yield metric
 
 
 class Health:

@@ -10,7 +10,9 @@ a served path are 405, unknown paths 404, both as Status objects.
 
 The HPA's question, one model by ``model=<name>``, is a lookup of the body the store rendered
 when the decision was published; any other selector takes the general path (parse, select,
-read, render), which gives the same bytes for that question.
+read, render), which gives the same bytes for that question. Each served namespace's metrics
+have routes of their own (a dictionary lookup for aiohttp, where the route with placeholders
+is a pattern match), on which the question is looked up by its raw query string, unparsed.
 
 Namespaces: the HPA asks in its own namespace, and each model's HPA lives in the model's
 target namespace (policy ``target.namespace``). With a ``namespaces`` mapping, a model is
@@ -23,17 +25,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import quote
 
 import structlog
 from aiohttp import web
+from yarl import URL
 
 from scaler.api.auth import AuthenticationError, Authenticator, UserInfo
-from scaler.api.listener import ConnectionLimits, ListenerSite
+from scaler.api.listener import ConnectionLimits, ListenerSite, client_common_name
 from scaler.api.selector import Operator, Requirement, Selector, SelectorError, parse_selector
 from scaler.api.selfmetrics import EXPOSITION_CONTENT_TYPE, Health, SelfMetrics
 from scaler.api.status import STATUS_PATH, StatusPage
@@ -142,31 +147,26 @@ def _single_model_selectors(models: Iterable[str]) -> dict[str, str]:
     return found
 
 
-def common_name_of(peercert: Mapping[str, object] | None) -> str | None:
-    """Subject CN of a verified certificate (``SSLSocket.getpeercert()`` form): None when no
-    certificate was verified, "" for one without a CN.
+def _raw_queries(selected_by: Mapping[str, str]) -> dict[str, str]:
+    """The query strings, as sent, that ask for one of `selected_by`'s selectors -> its model.
 
-    With several CNs the last one counts, as in kube-apiserver: Go's ``pkix.Name`` keeps the
-    last CommonName of the subject, and the request-header authenticator checks that one.
+    The HPA's client (client-go's ``url.Values.Encode``) and the aggregator escape the
+    selector as ``labelSelector=model%3D<name>``; the unescaped form is kept too. A form is
+    kept only if the server's own query parsing (yarl's, as aiohttp's) reads it back as that
+    one parameter with that selector, so a lookup by the raw string answers exactly what
+    the parsed query would.
     """
-    if not peercert:  # None without TLS, {} when no certificate was verified
-        return None
-    common_name = ""
-    subject = peercert.get("subject", ())
-    for rdn in subject if isinstance(subject, tuple) else ():
-        for attribute, value in rdn:
-            if attribute == "commonName":
-                common_name = str(value)
-    return common_name
+    found = {}
+    for text, model in selected_by.items():
+        for raw in (f"labelSelector={quote(text, safe='')}", f"labelSelector={text}"):
+            parsed = URL.build(path="/", query_string=raw, encoded=True).query
+            if list(parsed.items()) == [("labelSelector", text)]:
+                found[raw] = model
+    return found
 
 
-def _client_common_name(request: web.Request) -> str | None:
-    """Subject CN of the verified client certificate, None without one (or without TLS)."""
-    transport = request.transport
-    if transport is None:
-        return None
-    peer: Mapping[str, object] | None = transport.get_extra_info("peercert")
-    return common_name_of(peer)
+_NAMESPACE_SEGMENT: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+"""A Kubernetes namespace name (an RFC 1123 label), which is its own path segment."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +182,8 @@ class _Routes:
     # URL-decoded labelSelector -> the one model it selects, for the selectors that answer
     # with a rendered body ("model=<name>"); see _single_model_selectors.
     selected_by: Mapping[str, str]
+    # The same questions by their raw query string (see _raw_queries).
+    selected_by_query: Mapping[str, str]
 
     def group_list(self, _request: web.Request) -> web.Response:
         return web.Response(body=self.discovery[0], headers=_JSON_HEADERS)
@@ -193,7 +195,33 @@ class _Routes:
         return web.Response(body=self.discovery[2], headers=_JSON_HEADERS)
 
     def value_list(self, request: web.Request) -> web.Response:
-        metric = request.match_info["metric"].lower()  # the HPA lowercases metric names
+        """Any namespace and metric, as the path names them (the route with placeholders)."""
+        return self._value_list(
+            request,
+            request.match_info["namespace"],
+            request.match_info["metric"].lower(),  # the HPA lowercases metric names
+        )
+
+    def value_list_at(self, namespace: str, metric: str) -> Endpoint:
+        """The value list of one served namespace and (lowercase) metric, for a route of its
+        own: aiohttp resolves such a path by one dictionary lookup instead of a pattern
+        match, and the HPA's question is then looked up by its raw query string."""
+        served = () if self.models_by_namespace is None else self.models_by_namespace[namespace]
+        # Only the models served here: elsewhere the general path answers (404).
+        by_query = {q: m for q, m in self.selected_by_query.items() if m in served}
+        answer, clock = self.store.answer, self.clock
+
+        def endpoint(request: web.Request) -> web.Response:
+            model = by_query.get(request.rel_url.raw_query_string)
+            if model is not None:
+                rendered = answer(model, metric)
+                if rendered is not None and clock() <= rendered.fresh_until:
+                    return web.Response(body=rendered.body, headers=_JSON_HEADERS)
+            return self._value_list(request, namespace, metric)
+
+        return endpoint
+
+    def _value_list(self, request: web.Request, namespace: str, metric: str) -> web.Response:
         selector_text = request.query.get("labelSelector", "")
         # The HPA's question (model=<name>, in the model's namespace) is a lookup of the
         # body rendered when the decision was published; everything else takes the general
@@ -206,18 +234,15 @@ class _Routes:
                 and self.clock() <= rendered.fresh_until
                 and (
                     self.models_by_namespace is None
-                    or model in self.models_by_namespace.get(request.match_info["namespace"], ())
+                    or model in self.models_by_namespace.get(namespace, ())
                 )
             ):
                 return web.Response(body=rendered.body, headers=_JSON_HEADERS)
-        return self._general_value_list(request, metric, selector_text)
+        return self._general_value_list(namespace, metric, selector_text)
 
-    def _general_value_list(
-        self, request: web.Request, metric: str, selector_text: str
-    ) -> web.Response:
+    def _general_value_list(self, namespace: str, metric: str, selector_text: str) -> web.Response:
         """Any selector, any number of models: parse, select, read each value, render."""
         now = self.clock()
-        namespace = request.match_info["namespace"]
         if metric not in _KNOWN_METRICS:
             return status_response(
                 404, f"the server could not find the metric {metric} for namespace {namespace}"
@@ -308,7 +333,7 @@ def _guard(
         try:
             if not public:
                 request[USER_KEY] = authenticator.authenticate(
-                    client_common_name=_client_common_name(request), headers=request.headers
+                    client_common_name=client_common_name(request), headers=request.headers
                 )
             response = endpoint(request)
         except AuthenticationError as exc:
@@ -348,6 +373,7 @@ def build_app(
         by_namespace = {}
         for model, namespace in namespaces.items():
             by_namespace.setdefault(namespace, set()).add(model)
+    selected_by = _single_model_selectors(store.models)
     routes = _Routes(
         store=store,
         metrics=metrics,
@@ -357,7 +383,16 @@ def build_app(
             None if by_namespace is None else {k: frozenset(v) for k, v in by_namespace.items()}
         ),
         discovery=_discovery_bodies(),
-        selected_by=_single_model_selectors(store.models),
+        selected_by=selected_by,
+        selected_by_query=_raw_queries(selected_by),
+    )
+    # Each served namespace's metrics get routes of their own (see _Routes.value_list_at);
+    # the route with placeholders takes any other path (other namespaces, other spellings).
+    value_lists = (
+        (f"/apis/{GROUP_VERSION}/namespaces/{namespace}/{metric}", namespace, metric)
+        for namespace in (by_namespace or ())
+        if _NAMESPACE_SEGMENT.fullmatch(namespace)
+        for metric in EXTERNAL_METRICS
     )
     served: tuple[tuple[str, Endpoint], ...] = (
         ("/apis", routes.group_list),
@@ -376,9 +411,19 @@ def build_app(
         ("/openapi/v3", routes.not_found),
     )
     app = web.Application()
-    for path, endpoint in served:
-        app.router.add_get(path, _guard(endpoint, path, authenticator, metrics))
-        app.router.add_route("*", path, _guard(_method_not_allowed, path, authenticator, metrics))
+    routed = [
+        *((path, path, endpoint) for path, endpoint in served),
+        # Latency is labelled by the route with placeholders, whichever route answered.
+        *(
+            (path, VALUE_LIST_PATH, routes.value_list_at(namespace, metric))
+            for path, namespace, metric in value_lists
+        ),
+    ]
+    for path, template, endpoint in routed:
+        app.router.add_get(path, _guard(endpoint, template, authenticator, metrics))
+        app.router.add_route(
+            "*", path, _guard(_method_not_allowed, template, authenticator, metrics)
+        )
     # Last: everything no route above takes is a 404 Status (aiohttp's own would be text).
     app.router.add_route(
         "*", "/{tail:.*}", _guard(routes.not_found, "unmatched", authenticator, metrics)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from functools import lru_cache
+from functools import cache, lru_cache
 from json.encoder import encode_basestring_ascii
 from typing import Final
 
@@ -54,3 +54,38 @@ def render_item(metric: str, model: str, value: float, timestamp: float) -> byte
 def render_value_list(items: Iterable[bytes]) -> bytes:
     """The ExternalMetricValueList document holding `items` (from ``render_item``)."""
     return _HEAD + b",".join(items) + _TAIL
+
+
+def render_answer(metric: str, model: str, value: float, timestamp: float) -> bytes:
+    """``render_value_list((render_item(metric, model, value, timestamp),))``, faster.
+
+    A publish renders one of these per model and metric; the parts that do not change from
+    tick to tick (the head, the metric and model names; the time, shared by a tick) are
+    rendered once and cached, leaving the value to format.
+    """
+    return (
+        _answer_head(metric, model)
+        + _timestamp_field(timestamp)
+        + _value_field(format_quantity(value))
+    )
+
+
+@cache  # one entry per model and metric: as many as the policies make
+def _answer_head(metric: str, model: str) -> bytes:
+    return (
+        _HEAD
+        + (
+            f'{{"metricName":{encode_basestring_ascii(metric)},'
+            f'"metricLabels":{{"{MODEL_LABEL}":{encode_basestring_ascii(model)}}},"timestamp":'
+        ).encode()
+    )
+
+
+@lru_cache(maxsize=256)
+def _timestamp_field(timestamp: float) -> bytes:
+    return f"{encode_basestring_ascii(rfc3339(timestamp))},".encode()
+
+
+@lru_cache(maxsize=4096)  # replica counts and zeros repeat across models and ticks
+def _value_field(quantity: str) -> bytes:
+    return f'"value":{encode_basestring_ascii(quantity)}}}]}}'.encode()

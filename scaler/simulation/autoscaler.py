@@ -5,13 +5,17 @@ Every policy under comparison (scaler itself and the baselines hpa, keda, kpa, o
 what that policy may see, and applies the replica counts it returns to the models'
 Deployments (``spec.replicas``), exactly as a controller writing the scale subresource would.
 An autoscaler that embeds an HPA (scaler, hpa, keda) runs the HPA emulation itself.
+
+An autoscaler may also be ``FastForwards``: then, while the cluster is idle, the engine asks
+it how long its ticks would change nothing, skips them, and has it catch up with ``skip``,
+so that a quiet week costs next to nothing. The results are the same as with every tick run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from scaler.core import ClusterState, Observation
 
@@ -50,4 +54,34 @@ class Autoscaler(Protocol):
 
     def tick(self, view: ClusterView) -> Mapping[str, int]:
         """The spec.replicas to write per model now; models left out keep their count."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class IdleStretch:
+    """What the engine promises about the ticks that follow the one that saw `view`.
+
+    Until `until` (exclusive) nothing happens: no request arrives, is queued or runs, no pod
+    is pending, starting or terminating, every spec equals the Ready pods, and Prometheus
+    shows every signal at 0 on every tick, its newest sample at most `sample_age` old. So
+    every such tick's view is `view` but for the time and the sample's age.
+    """
+
+    view: ClusterView
+    until: float
+    sample_age: float
+
+
+@runtime_checkable
+class FastForwards(Protocol):
+    """An autoscaler whose idle ticks the engine may skip (see `IdleStretch`)."""
+
+    def skippable_until(self, stretch: IdleStretch) -> float:
+        """The time before which the engine may skip this autoscaler's ticks: each would
+        return no change, and ``skip`` brings it to where they would have left it. The ticks
+        from then on run as usual. ``stretch.view.now`` (or less): skip nothing."""
+        ...
+
+    def skip(self, stretch: IdleStretch, ticks: Sequence[float]) -> None:
+        """Catch up with `ticks` (ascending, within the stretch), as if each had run."""
         ...

@@ -16,6 +16,10 @@ as 0) it is reproduced, since that is what the comparison is for.
   requests at zero and counts them, at the add-on's documented defaults.
 
 How each works upstream, its defaults and its sources: docs/baselines.md.
+
+Each also ``FastForwards`` (scaler.simulation.autoscaler): while the cluster is idle it says
+until when its ticks change nothing (its HPAs repeat themselves, no cooldown or grace period
+runs out) and catches up with the skipped ticks exactly as running them would have.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from scaler.core import ModelPolicy, Observation, Signal
-from scaler.simulation.autoscaler import ClusterView
+from scaler.simulation.autoscaler import ClusterView, IdleStretch
 from scaler.simulation.hpa import HpaEmulator, HpaSpec, HpaSync, MetricTarget
 
 _EPSILON = 1e-9  # float slack when comparing virtual times built by repeated addition
@@ -75,6 +79,16 @@ def _hpa_for(
             sync_period_seconds=sync_period_seconds,
         )
     )
+
+
+def _hpas_repeat(hpas: Mapping[str, HpaEmulator], stretch: IdleStretch) -> float:
+    """`stretch.until` if every HPA, fed at its next syncs what it was fed at this tick's
+    (an idle stretch changes none of it), repeats itself; else now."""
+    view = stretch.view
+    for name, hpa in hpas.items():
+        if not hpa.repeats(spec_replicas=view.models[name].spec_replicas):
+            return view.now
+    return stretch.until
 
 
 def _sync(
@@ -145,6 +159,15 @@ class HpaBaseline:
             if sync.rescaled:
                 wanted[name] = sync.desired_replicas
         return wanted
+
+    def skippable_until(self, stretch: IdleStretch) -> float:
+        """Idle, every HPA is fed what it was fed last: the stretch, if each repeats itself."""
+        return _hpas_repeat(self._hpas, stretch)
+
+    def skip(self, stretch: IdleStretch, ticks: Sequence[float]) -> None:
+        """Every tick is a sync of every HPA."""
+        for hpa in self._hpas.values():
+            hpa.skip_syncs(ticks)
 
 
 @dataclass
@@ -251,6 +274,42 @@ class KedaBaseline:
             if sync.rescaled:
                 wanted[name] = sync.desired_replicas
         return wanted
+
+    def skippable_until(self, stretch: IdleStretch) -> float:
+        """Until an inactive object's cooldown runs out, if its HPA repeats itself and no
+        poll patches (an active object at zero would be woken)."""
+        view = stretch.view
+        until = _hpas_repeat({n: o.hpa for n, o in self._objects.items()}, stretch)
+        for name, obj in self._objects.items():
+            current = view.models[name].spec_replicas
+            if self._active_at_rest(obj):
+                if current == 0:
+                    return view.now  # woken at the next poll
+                continue
+            if current > 0 and obj.min_replica_count == 0:
+                if obj.last_active is None:
+                    created = obj.created if obj.created is not None else view.now
+                    until = min(until, created + self.initial_cooldown_period)
+                else:
+                    until = min(until, obj.last_active + self.cooldown_period)
+        return until
+
+    def skip(self, stretch: IdleStretch, ticks: Sequence[float]) -> None:
+        """The polls of the skipped ticks (an active object's last activity moves on with
+        them) and the syncs of every HPA."""
+        for now in ticks:
+            if self._next_poll is not None and now + _EPSILON >= self._next_poll:
+                while self._next_poll <= now + _EPSILON:
+                    self._next_poll += self.polling_interval
+                for obj in self._objects.values():
+                    if self._active_at_rest(obj):
+                        obj.last_active = now
+        for obj in self._objects.values():
+            obj.hpa.skip_syncs(ticks)
+
+    def _active_at_rest(self, obj: _ScaledObject) -> bool:
+        """Whether a poll finds `obj` active while every signal reads 0 (never errored)."""
+        return obj.min_replica_count >= 1 or obj.activation_threshold < 0.0
 
     def _read(self, observation: Observation, signal: Signal) -> float | None:
         value = _value(observation, signal)
@@ -386,6 +445,43 @@ class KpaBaseline:
             if desired is not None and desired != model.spec_replicas:
                 wanted[name] = desired
         return wanted
+
+    def skippable_until(self, stretch: IdleStretch) -> float:
+        """While every revision's window holds only zeros and none panics, the decision is
+        the count itself (or its floor, at the minimum); an inactive one goes to zero once its
+        grace period has passed."""
+        view = stretch.view
+        until = stretch.until
+        for name, rev in self._revisions.items():
+            model = view.models[name]
+            if rev.panic_time is not None or any(v for _, v in rev.samples):
+                return view.now
+            ready = max(1, model.ready_replicas)
+            # At a stable and panic mean of 0: the scale-down rate's floor (as _decide).
+            want = int(
+                min(math.floor(ready / self.max_scale_down_rate), self.max_scale_up_rate * ready)
+            )
+            spec = model.spec_replicas
+            if want > 0 or rev.min_scale >= 1 or spec == 0:
+                if self._bounded(rev, want) != spec:
+                    return view.now
+            elif rev.inactive_since is None:
+                return view.now
+            else:
+                grace = rev.inactive_since + self.scale_to_zero_grace_period - 2 * _EPSILON
+                until = min(until, grace)
+        return until
+
+    def skip(self, stretch: IdleStretch, ticks: Sequence[float]) -> None:
+        """Each skipped tick's sample (0 in flight), and the window's pruning after the last:
+        it keeps the samples inside the stable window, as pruning at every tick would."""
+        if not ticks:
+            return
+        cutoff = ticks[-1] - self.stable_window + _EPSILON
+        for rev in self._revisions.values():
+            kept = [sample for sample in rev.samples if sample[0] > cutoff]
+            kept += [(now, 0.0) for now in ticks if now > cutoff]
+            rev.samples = deque(kept)
 
     def _scale(
         self, rev: _Revision, now: float, spec: int, ready_pods: int, inflight: int
@@ -550,3 +646,24 @@ class KedaHttpBaseline:
             if sync.rescaled:
                 wanted[name] = sync.desired_replicas
         return wanted
+
+    def skippable_until(self, stretch: IdleStretch) -> float:
+        """Until an idle route's scaledownPeriod runs out, if the HPAs of the routes above
+        zero (the ones that sync) repeat themselves."""
+        view = stretch.view
+        until = stretch.until
+        for name, route in self._routes.items():
+            spec = view.models[name].spec_replicas
+            if spec == 0:
+                continue  # not synced, woken only by a held request
+            if not route.hpa.repeats(spec_replicas=spec):
+                return view.now
+            if route.min_replicas == 0 and route.last_active is not None:
+                until = min(until, route.last_active + self.scaledown_period - 2 * _EPSILON)
+        return until
+
+    def skip(self, stretch: IdleStretch, ticks: Sequence[float]) -> None:
+        """The syncs of the routes above zero."""
+        for name, route in self._routes.items():
+            if stretch.view.models[name].spec_replicas > 0:
+                route.hpa.skip_syncs(ticks)

@@ -218,7 +218,8 @@ def simulate(
             "--openmetrics",
             metavar="FILE",
             help="Write the simulated series as OpenMetrics (for promtool backfill): the "
-            "scaler run if it was simulated, else the first policy's.",
+            "scaler run if it was simulated, else the first policy's (every tick run: none "
+            "skipped while idle).",
         ),
     ] = None,
     rate_scale: RateScaleOption = 1.0,
@@ -233,10 +234,16 @@ def simulate(
         scenario, trace or [], policies, rate_scale=rate_scale, time_scale=time_scale
     )
     results: list[SimulationResult] = []
+    # The export carries every tick's decision (its sizing gauges move on idle ticks too):
+    # with it, no tick is skipped. The reports are the same either way.
+    fast_forward = openmetrics_file is None
     with ProgressBar() as bar:
         for name in names:
             bar.run(name)
-            results.append(run_simulation(prepared, make_autoscaler(name, prepared), progress=bar))
+            autoscaler = make_autoscaler(name, prepared)
+            results.append(
+                run_simulation(prepared, autoscaler, progress=bar, fast_forward=fast_forward)
+            )
     reports = [build_report(r) for r in results]
     width = output_width()
     print_table(summary_table(reports, width=width), width=width)

@@ -46,7 +46,13 @@ import numpy as np
 import numpy.typing as npt
 
 from scaler.core import Decision, ModelPolicy, Node, Observation, Signal
-from scaler.simulation.autoscaler import Autoscaler, ClusterView, ModelView
+from scaler.simulation.autoscaler import (
+    Autoscaler,
+    ClusterView,
+    FastForwards,
+    IdleStretch,
+    ModelView,
+)
 from scaler.simulation.cluster import PodPhase, PodTemplate, VirtualCluster, VirtualPod
 from scaler.simulation.scenario import PreparedScenario
 from scaler.simulation.traces import FloatArray, IntArray
@@ -172,9 +178,11 @@ class Simulation:
         *,
         holds_requests: bool | None = None,
         progress: Progress | None = None,
+        fast_forward: bool = True,
     ) -> None:
         self.prepared = prepared
         self.autoscaler = autoscaler
+        self.fast_forward = fast_forward
         self.holds = (
             autoscaler.name in HOLDING_POLICIES if holds_requests is None else holds_requests
         )
@@ -388,7 +396,8 @@ class Simulation:
                     seen[m][signal].append(last_seen[m].get(signal, math.nan))
                 ages[m].append(last_age[m])
 
-        def tick(now: float) -> None:
+        def tick(now: float) -> ClusterView | None:
+            """One tick of the autoscaler; its view, or None if it changed a spec."""
             tick_times.append(now)
             views = {}
             for m, name in enumerate(self.names):
@@ -403,12 +412,86 @@ class Simulation:
                     cluster.ready[m],
                     len(queues[m]) + running[m],
                 )
-            wanted = self.autoscaler.tick(ClusterView(now, views, cluster.state()))
+            view = ClusterView(now, views, cluster.state())
+            wanted = self.autoscaler.tick(view)
+            changed = False
             for name, replicas in wanted.items():
                 m = self.names.index(name)
                 if replicas != cluster.spec[m]:
                     spec_changes.append((now, m, replicas))
                     scale(m, replicas, now)
+                    changed = True
+            return None if changed else view
+
+        # Fast-forward (see FastForwards): an autoscaler that can say so has its ticks
+        # skipped while nothing happens. Every skipped tick's rates must be read from two
+        # samples at least, which a window of two scrape intervals guarantees.
+        skipper = (
+            self.autoscaler
+            if self.fast_forward
+            and isinstance(self.autoscaler, FastForwards)
+            and window >= 2 * scrape_every
+            else None
+        )
+        outage_starts = sorted(a for a, _ in outages)
+
+        def idle_until(now: float) -> float:
+            """Until when (exclusive) nothing happens to the cluster and its metrics stay at
+            rest (see IdleStretch); `now` if something is going on now."""
+            if heap or down(now):
+                return now
+            for m in range(n_models):
+                ready = cluster.ready[m]
+                if queues[m] or running[m] or cluster.spec[m] != ready:
+                    return now
+                if len(cluster.pods[m]) != ready:  # pending, starting or terminating pods
+                    return now
+                seen_now = last_seen[m]
+                if len(seen_now) != len(Signal) or any(v != 0.0 for v in seen_now.values()):
+                    return now
+                # The next scrapes must read what the last one did: a request that came and
+                # went since would still move the counters, and the rates after it.
+                _, waiting, inflight, arrived, tokens = samples[m][-1]
+                if waiting or inflight or (arrived, tokens) != (arrivals_total[m], tokens_done[m]):
+                    return now
+            until = min(arrival_list[i] if i < n else inf, horizon)
+            return min([until, *(a for a in outage_starts if a > now)])
+
+        def fast_forward(stretch: IdleStretch, resume: float) -> None:
+            """Scrape and record the ticks before `resume` as the loop would, without asking
+            the autoscaler; then let it catch up."""
+            nonlocal next_scrape, next_tick
+            assert skipper is not None
+            skipped: list[float] = []
+            # What scrape() records of an idle cluster, the same at every scrape but for the
+            # time: no pod loading, pending or serving, nothing queued, counters still.
+            rows_now = [
+                (cluster.spec[m], cluster.ready[m], 0, 0, 0, 0, arrivals_total[m], tokens_done[m])
+                for m in range(n_models)
+            ]
+            seen_now = [[(seen[m][s], last_seen[m][s]) for s in Signal] for m in range(n_models)]
+            while (now := min(next_scrape, next_tick)) < resume:
+                if next_scrape == now:
+                    scrape_times.append(now)
+                    for m in range(n_models):
+                        row = rows_now[m]
+                        rows[m].append(row)
+                        window_samples = samples[m]
+                        window_samples.append((now, 0, 0, row[6], row[7]))
+                        while len(window_samples) > 2 and window_samples[1][0] <= now - window:
+                            window_samples.popleft()
+                        for column, value in seen_now[m]:
+                            column.append(value)
+                        ages[m].append(last_age[m])
+                    next_scrape += scrape_every
+                if next_tick == now:
+                    # What tick() records of an idle tick: its time and the sample's age.
+                    tick_times.append(now)
+                    skipped.append(now)
+                    for m in range(n_models):
+                        last_age[m] = now - samples[m][-1][0]
+                    next_tick += tick_every
+            skipper.skip(stretch, skipped)
 
         waker = self.autoscaler if isinstance(self.autoscaler, WakesOnHold) else None
         i = 0
@@ -459,8 +542,15 @@ class Simulation:
                     scrape(now)
                     next_scrape += scrape_every
                 if next_tick == now:
-                    tick(now)
+                    view = tick(now)
                     next_tick += tick_every
+                    if skipper is not None and view is not None:
+                        until = idle_until(now)
+                        if until > next_tick:
+                            stretch = IdleStretch(view, until, scrape_every)
+                            resume = min(until, skipper.skippable_until(stretch))
+                            if resume > next_tick:
+                                fast_forward(stretch, resume)
                 if self.progress is not None and now >= next_progress:
                     self.progress(now, horizon)
                     next_progress = now + horizon / 200
@@ -547,6 +637,12 @@ def simulate(
     autoscaler: Autoscaler,
     *,
     progress: Progress | None = None,
+    fast_forward: bool = True,
 ) -> SimulationResult:
-    """Run `prepared` under `autoscaler` (see the module docstring for the model)."""
-    return Simulation(prepared, autoscaler, progress=progress).run()
+    """Run `prepared` under `autoscaler` (see the module docstring for the model).
+
+    With `fast_forward` (and an autoscaler that ``FastForwards``), ticks in which provably
+    nothing changes are skipped: the result is the same but for the decisions of the
+    skipped ticks, which are not in ``SimulationResult.decisions``.
+    """
+    return Simulation(prepared, autoscaler, progress=progress, fast_forward=fast_forward).run()

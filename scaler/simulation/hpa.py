@@ -638,6 +638,9 @@ class HpaEmulator:
         self.spec = spec
         self._initialized = history is not None
         self._history = history or HpaHistory()
+        # The last sync, if it wrote nothing: its time, the count it saw and the raw
+        # recommendation it stored (None: it stored none, scaling disabled or no valid metric).
+        self._quiet: tuple[float, int, int | None] | None = None
 
     @property
     def state(self) -> HpaHistory:
@@ -718,7 +721,9 @@ class HpaEmulator:
             )
             self._initialized = True
         current = spec_replicas
+        self._quiet = None
         if current == 0 and spec.min_replicas != 0:
+            self._quiet = (now, current, None)
             return HpaSync(0, False, REASON_SCALING_DISABLED, None)
         if current > spec.max_replicas:
             return self._rescale(now, current, spec.max_replicas, REASON_TOO_MANY, None)
@@ -726,14 +731,59 @@ class HpaEmulator:
             return self._rescale(now, current, spec.min_replicas, REASON_TOO_FEW, None)
         raw = combine_proposals(proposals, current)
         if raw is None:
+            self._quiet = (now, current, None)
             return HpaSync(current, False, REASON_FAILED_METRIC, EVENT_FAILED_COMPUTE)
-        if spec.behavior is None:
-            desired, limited = self._normalize_legacy(now, current, raw)
-        else:
-            desired, limited = self._normalize_with_behavior(now, current, raw, spec.behavior)
+        desired, limited = self._normalize(now, current, raw)
         if desired == current:
+            self._quiet = (now, current, raw)
             return HpaSync(current, False, REASON_VALID_METRIC, None, limited)
         return self._rescale(now, current, desired, REASON_VALID_METRIC, limited)
+
+    def repeats(self, *, spec_replicas: int) -> bool:
+        """Whether syncs fed as the last one was (the same count, pods and usages) write
+        nothing and change nothing but the recommendations kept, as ``skip_syncs`` keeps them.
+
+        True when the last sync wrote nothing and every recommendation still inside a
+        stabilization window is the one it made: stabilization then gives that one again,
+        whatever expires (a recommendation outside the windows stays outside).
+        """
+        if self._quiet is None or self._quiet[1] != spec_replicas:
+            return False
+        last, _, raw = self._quiet
+        return raw is None or all(
+            r.replicas == raw for r in self._history.recommendations if self._inside(r, last)
+        )
+
+    def skip_syncs(self, times: Iterable[float]) -> None:
+        """Keep what syncs at `times` (ascending), fed as the last one, would have stored:
+        the recommendation, at each time, as normalisation stores it (`repeats` must hold)."""
+        assert self._quiet is not None, "the last sync wrote a change"
+        _, current, raw = self._quiet
+        for now in times:
+            if raw is not None:  # else those syncs store nothing
+                self._normalize(now, current, raw)
+            self._quiet = (now, current, raw)
+
+    def _inside(self, recommendation: Recommendation, now: float) -> bool:
+        """Whether `recommendation` takes part in a sync's stabilization at `now` (the
+        comparisons of stabilize_legacy / stabilize_with_behavior)."""
+        behavior = self.spec.behavior
+        if behavior is None:
+            return recommendation.time >= now - self.spec.downscale_stabilization_seconds
+        up, down = self._behavior_windows(behavior)
+        return recommendation.time > now - up or recommendation.time > now - down
+
+    def _behavior_windows(self, behavior: HpaBehavior) -> tuple[float, float]:
+        """The up and down stabilization windows (an unset down window: the controller's)."""
+        up = behavior.scale_up.stabilization_window_seconds or 0
+        down = behavior.scale_down.stabilization_window_seconds
+        return up, self.spec.downscale_stabilization_seconds if down is None else down
+
+    def _normalize(self, now: float, current: int, raw: int) -> tuple[int, str]:
+        behavior = self.spec.behavior
+        if behavior is None:
+            return self._normalize_legacy(now, current, raw)
+        return self._normalize_with_behavior(now, current, raw, behavior)
 
     def _normalize_legacy(self, now: float, current: int, raw: int) -> tuple[int, str]:
         spec = self.spec
@@ -757,13 +807,8 @@ class HpaEmulator:
         self, now: float, current: int, raw: int, behavior: HpaBehavior
     ) -> tuple[int, str]:
         spec = self.spec
-        up_window = behavior.scale_up.stabilization_window_seconds or 0
-        down_window: float
-        if behavior.scale_down.stabilization_window_seconds is None:
-            # maybeInitScaleDownStabilizationWindow: the controller flag fills an unset window.
-            down_window = spec.downscale_stabilization_seconds
-        else:
-            down_window = behavior.scale_down.stabilization_window_seconds
+        # maybeInitScaleDownStabilizationWindow: the controller flag fills an unset window.
+        up_window, down_window = self._behavior_windows(behavior)
         stabilized, recommendations = stabilize_with_behavior(
             self._history.recommendations,
             now=now,

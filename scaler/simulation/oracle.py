@@ -31,11 +31,11 @@ requests at zero replicas.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from scaler.simulation.autoscaler import ClusterView
+from scaler.simulation.autoscaler import ClusterView, IdleStretch
 from scaler.simulation.scenario import PreparedScenario
 from scaler.simulation.traces import IntArray
 
@@ -78,6 +78,25 @@ class Oracle:
             low, high = self._bounds[name]
             wanted[name] = min(high, max(low, planned, in_system))
         return wanted
+
+    def skippable_until(self, stretch: IdleStretch) -> float:
+        """Until the plan asks any model for another count (nothing in flight: the plan
+        alone decides); half a tick early, against the tick times' rounding."""
+        view = stretch.view
+        k = round(view.now / self.interval)
+        until = stretch.until
+        for name, model in view.models.items():
+            low, high = self._bounds[name]
+            ahead = np.minimum(high, np.maximum(low, self._plan[name][k + 1 :]))
+            changes = np.flatnonzero(ahead != model.spec_replicas)
+            if len(changes):
+                until = min(until, (k + 1 + int(changes[0]) - 0.5) * self.interval)
+            elif min(high, max(low, 0)) != model.spec_replicas:  # past the plan: nothing needed
+                until = min(until, (k + 1 + len(ahead) - 0.5) * self.interval)
+        return until
+
+    def skip(self, stretch: IdleStretch, ticks: Sequence[float]) -> None:
+        """The oracle keeps no state."""
 
 
 def _needed_per_bin(

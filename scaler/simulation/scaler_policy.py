@@ -21,14 +21,20 @@ Requests that arrive at zero replicas are held by scaler's activator (engine: ho
 also writes ``spec.replicas`` 0 -> 1 the moment it holds one (``--scale-on-wake``, on in the
 shipped manifests; at most once per `WAKE_INTERVAL_SECONDS` per model, as
 ``scaler.activator.wake`` does), so a wake-up does not wait for a scrape and a tick.
+
+While the cluster is idle the engine may skip ticks (``FastForwards``): the decision core's
+``scaler.core.quiescence`` says until when each model's decision holds and carries its state
+through the skipped ticks; the HPA, following a decision equal to the current count, writes
+nothing meanwhile.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from scaler.core import Decision, ModelPolicy, ModelState, decide_all
-from scaler.simulation.autoscaler import ClusterView
+from scaler.core.quiescence import advance, quiet_until, replay_seconds
+from scaler.simulation.autoscaler import ClusterView, IdleStretch
 from scaler.simulation.hpa import (
     HpaBehavior,
     HpaEmulator,
@@ -85,6 +91,7 @@ class ScalerPolicy:
         self._next_sync = 0.0
         self._woken: dict[str, float] = {}  # when the activator last woke each model
         self._on_demand = {p.model for p in self.policies if p.on_demand}
+        self._last: Mapping[str, Decision] = {}  # the last tick's decisions
 
     def wake(self, model: str, now: float, spec_replicas: int) -> int | None:
         """The activator's ``--scale-on-wake``: 0 -> 1 when a request is held at zero."""
@@ -104,6 +111,7 @@ class ScalerPolicy:
         )
         if self._keep:
             self.decisions.extend(decisions.values())
+        self._last = decisions
         wanted: dict[str, int] = {}
         for policy in self.policies:
             name = policy.model
@@ -132,5 +140,60 @@ class ScalerPolicy:
                     wanted[name] = sync.desired_replicas
         return wanted
 
+    def skippable_until(self, stretch: IdleStretch) -> float:
+        """The time before which ticks may be skipped: every model's decision holds
+        (``quiescence.quiet_until``) and equals its count, so its HPA writes nothing; the
+        ticks of the windows' length before that run again (``quiescence.replay_seconds``)."""
+        view = stretch.view
+        until, replay = stretch.until, self._hpas_period() + self.interval
+        for policy in self.policies:
+            name = policy.model
+            decision = self._last.get(name)
+            if decision is None or decision.time != view.now:
+                return view.now
+            if decision.desired_replicas != view.models[name].spec_replicas:
+                return view.now
+            if not _holds(self._hpas[name], view.models[name].spec_replicas):
+                return view.now
+            quiet = quiet_until(
+                policy,
+                decision,
+                self.states[name],
+                sample_age=stretch.sample_age,
+                tick_seconds=self.interval,
+            )
+            until = min(until, quiet)
+            replay = max(replay, replay_seconds(policy, self.interval))
+        return until - replay
+
+    def skip(self, stretch: IdleStretch, ticks: Sequence[float]) -> None:
+        """Carry every model's state through `ticks`, and the HPAs' sync times."""
+        for policy in self.policies:
+            name = policy.model
+            self.states[name] = advance(policy, self._last[name], self.states[name], ticks)
+        period = self._hpas_period()
+        for now in ticks:
+            if now + 1e-9 >= self._next_sync:  # as tick() does: the syncs stay on their grid
+                self._next_sync += period
+
     def _hpas_period(self) -> float:
         return next(iter(self._hpas.values())).spec.sync_period_seconds if self._hpas else 15.0
+
+
+def _holds(hpa: HpaEmulator, spec: int) -> bool:
+    """Whether `hpa`, served ``scaler-desired-replicas`` equal to `spec`, changes nothing
+    at its syncs: at 0 scaling is disabled; within its bounds the usage per pod is exactly
+    the target (ratio 1, inside any tolerance), and with the lead-following behavior (no
+    stabilization window) its memory is one recommendation overwritten each sync, which a
+    sync after the skip writes as it would have been (its scale events are read only when
+    it scales)."""
+    if spec == 0:
+        return hpa.spec.min_replicas != 0
+    behavior = hpa.spec.behavior
+    return (
+        hpa.spec.min_replicas <= spec <= hpa.spec.max_replicas
+        and behavior is not None
+        and not behavior.scale_up.stabilization_window_seconds
+        and not behavior.scale_down.stabilization_window_seconds
+        and bool(hpa.state.recommendations)  # synced once: no initial recommendation to come
+    )

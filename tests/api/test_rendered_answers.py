@@ -15,6 +15,7 @@ from urllib.parse import quote
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from yarl import URL
 
 from scaler import metric_names as names
 from scaler.api.store import DecisionStore
@@ -153,3 +154,54 @@ async def test_the_hpas_question_reads_no_value_per_request(
         client, "cortex", names.EXTERNAL_DESIRED_REPLICAS, "model=mistral-7b"
     )
     assert (status, b'"value":"3"' in body) == (200, True)
+
+
+async def raw_answer(client: Client, namespace: str, metric: str, query: str) -> tuple[Any, ...]:
+    """Status, content type and body of a value-list request with `query` sent as it is."""
+    response = await client.get(
+        URL(f"{BASE}/namespaces/{namespace}/{metric}?{query}", encoded=True)
+    )
+    return response.status, response.content_type, await response.read()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "labelSelector=model%3Dmistral-7b",  # client-go's escaping: looked up as sent
+        "labelSelector=model=mistral-7b",  # unescaped: looked up too
+        "labelSelector=model%3dmistral-7b",  # lowercase hex: parsed
+        "labelSelector=model%3Dmistral%2D7b",  # escaped beyond need: parsed
+        "labelSelector=model%3Dmistral-7b&limit=1",  # another parameter: parsed
+        "limit=1&labelSelector=model%3Dmistral-7b",
+    ],
+)
+async def test_the_question_in_any_spelling_is_the_same_answer(
+    wiring: Wiring, client: Client, query: str
+) -> None:
+    """However the query string spells model=<name>, the bytes are the general path's."""
+    wiring.store.publish(make_decision(signals=EVERY_SIGNAL))
+    for metric in names.EXTERNAL_METRICS:
+        general = await answer(client, "cortex", metric, "model in (mistral-7b)")
+        assert await raw_answer(client, "cortex", metric, query) == general, metric
+        assert general[0] == 200
+
+
+async def test_namespaces_with_and_without_routes_of_their_own(aiohttp_client: Any) -> None:
+    """Models spread over two namespaces (each served by routes of its own) answer as with
+    no namespace routes at all, in their namespace and outside it."""
+    wiring = Wiring()
+    spread = {model: ("cortex" if i % 2 else "llm") for i, model in enumerate(MODELS)}
+    for model in MODELS:
+        wiring.store.publish(make_decision(model, signals=EVERY_SIGNAL))
+    client: Client = await aiohttp_client(wiring.app(namespaces=spread))
+    everywhere: Client = await aiohttp_client(wiring.app(namespaces=None))
+    for namespace in ("cortex", "llm", "default"):
+        await assert_same_everywhere(client, namespace=namespace)
+        for metric in names.EXTERNAL_METRICS:
+            for model in MODELS:
+                ours = await answer(client, namespace, metric, f"model={model}")
+                served_here = spread[model] == namespace
+                if served_here:
+                    assert ours == await answer(everywhere, namespace, metric, f"model={model}")
+                else:
+                    assert ours[0] == 404

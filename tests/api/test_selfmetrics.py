@@ -6,10 +6,12 @@ import dataclasses
 import math
 
 import pytest
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from scaler import metric_names as names
-from scaler.api.selfmetrics import Health, SelfMetrics
+from scaler.api.selfmetrics import API_LATENCY_BUCKETS, Health, SelfMetrics
 from scaler.core import Reason, Signal
 from scaler.core.sizing import Sizing
 from tests.api.conftest import make_decision
@@ -173,6 +175,31 @@ def test_sizing_is_exported_and_absent_once_a_decision_is_not_sized() -> None:
     after = samples(metrics)
     for name in (names.SIZED_REPLICAS, names.SERVICE_SECONDS, names.KEEP_ALIVE):
         assert (name, model) not in after
+
+
+def test_api_latency_is_exported_as_prometheus_clients_histogram_would() -> None:
+    """The lock-free API latency histogram writes the samples Histogram writes for the
+    same observations (buckets, count, sum), bound values included."""
+    metrics = SelfMetrics()
+    registry = CollectorRegistry()
+    reference = Histogram(
+        names.API_REQUEST_DURATION,
+        "API request latency by route and status code.",
+        ["path", "code"],
+        buckets=API_LATENCY_BUCKETS,
+        registry=registry,
+    )
+    observations = [("/a", 200, 0.0005), ("/a", 200, 0.0007), ("/a", 404, 2.0), ("/b", 200, 0.0)]
+    for path, code, seconds in observations * 3:
+        metrics.observe_api_request(path, code, seconds)
+        reference.labels(path, str(code)).observe(seconds)
+
+    def histogram(text: str) -> list[str]:
+        return [line for line in text.splitlines() if names.API_REQUEST_DURATION in line]
+
+    ours = histogram(metrics.exposition().decode())
+    assert ours == histogram(generate_latest(registry).decode())
+    assert len(ours) == 3 * (len(API_LATENCY_BUCKETS) + 1 + 2) + 2  # 3 series, HELP, TYPE
 
 
 def test_no_created_series_are_exported() -> None:

@@ -209,3 +209,18 @@ def test_a_finished_draft_takes_no_more_decisions(store: DecisionStore) -> None:
     draft.snapshot()
     with pytest.raises(RuntimeError, match="draft"):
         draft.add([make_decision()])
+
+
+def test_a_replaced_snapshot_is_released_without_touching_the_current_one(
+    store: DecisionStore,
+) -> None:
+    """commit returns what it replaced; releasing it (a model at a time) empties it only."""
+    store.publish_all(make_decision(m, desired=2) for m in MODELS)
+    replaced = store.commit(store.prepare(make_decision(m, desired=3) for m in MODELS))
+    assert replaced.version == store.version - 1
+    assert {d.desired_replicas for d in replaced.latest.values()} == {2}
+    steps = sum(1 for _ in replaced.release())
+    assert steps >= len(MODELS)
+    assert (replaced.latest, replaced.last_good, replaced.answers) == ({}, {}, {})
+    assert {store.value(EXTERNAL_DESIRED_REPLICAS, m, START).value for m in MODELS} == {3}
+    assert [d.desired_replicas for d in store.recent()] == [3] * 4 + [2] * 4

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from scaler.api.value_list import render_item, render_value_list
+from scaler.api.value_list import render_answer, render_item, render_value_list
 from tests.api.conftest import START
 
 
@@ -49,3 +49,13 @@ def test_several_items_keep_their_order() -> None:
 def test_no_items_is_an_empty_list() -> None:
     """The renderer does not refuse an empty list (the server never sends one: it is a 404)."""
     assert render_value_list([]) == reference([])
+
+
+@pytest.mark.parametrize("value", [0.0, 2.0, 1.5, 0.0004, 120.25, 2e6, 1e300, -0.5])
+@pytest.mark.parametrize("model", ["mistral-7b", 'quote"back\\slash', "ünïcode"])
+def test_a_rendered_answer_is_the_one_item_list(model: str, value: float) -> None:
+    """render_answer (the store's, with its cached parts) gives render_value_list's bytes."""
+    for timestamp in (START, START + 1.5, START + 3600):
+        for metric in ("scaler-desired-replicas", "scaler-queue-depth"):
+            expected = render_value_list([render_item(metric, model, value, timestamp)])
+            assert render_answer(metric, model, value, timestamp) == expected

@@ -25,7 +25,7 @@ from scaler.api.selfmetrics import Health, SelfMetrics
 from scaler.api.server import build_app
 from scaler.api.store import DecisionStore
 from scaler.core import Decision, ModelPolicy, decide_all
-from scaler.live.loop import ControlLoop, NoMetrics
+from scaler.live.loop import GC_THRESHOLDS, ControlLoop, NoMetrics
 from scaler.metric_names import EXTERNAL_DESIRED_REPLICAS
 from scaler.sources import ReplicaCount
 from tests.live.conftest import FakeSource, VirtualClock
@@ -201,9 +201,10 @@ async def test_the_api_answers_between_publish_slices(
 async def test_run_gives_the_interpreter_back_as_it_found_it(
     policies: list[ModelPolicy], source: FakeSource, clock: VirtualClock
 ) -> None:
-    """run() switches threads faster and freezes the long-lived heap while it runs only."""
+    """run() switches threads faster, freezes the long-lived heap and makes the collector's
+    passes small while it runs only."""
     loop, _ = adapter(policies, source, clock)
-    switch_interval = sys.getswitchinterval()
+    switch_interval, thresholds = sys.getswitchinterval(), gc.get_threshold()
     stop = asyncio.Event()
     running = asyncio.create_task(loop.run(interval=0.01, stop=stop))
 
@@ -213,6 +214,8 @@ async def test_run_gives_the_interpreter_back_as_it_found_it(
 
     await asyncio.wait_for(first_tick_done(), timeout=GENEROUS)
     assert sys.getswitchinterval() < switch_interval
+    assert gc.get_threshold() == GC_THRESHOLDS != thresholds
     stop.set()
     await asyncio.wait_for(running, timeout=GENEROUS)
     assert (sys.getswitchinterval(), gc.get_freeze_count()) == (switch_interval, 0)
+    assert gc.get_threshold() == thresholds
