@@ -7,6 +7,11 @@ its method, path (less a routing prefix), query, headers (less hop-by-hop ones) 
 response comes back with its status and headers (less hop-by-hop ones), and its body is
 written to the client chunk by chunk as it arrives, so server-sent events stream through.
 
+Upstream connections are pooled, but llama-server closes some without notice (after an event
+stream, and beyond its fixed HTTP threads): an event stream's connection is not pooled, and a
+request whose pooled connection turns out closed before any answer is sent once more on a new
+connection.
+
 Errors the activator produces itself are OpenAI-shaped (``{"error": {"message", "type",
 "code"}}``) so OpenAI clients show them; errors from the model server pass through untouched.
 
@@ -25,8 +30,8 @@ from urllib.parse import unquote
 
 import aiohttp
 import structlog
-from aiohttp import web
-from multidict import CIMultiDict
+from aiohttp import ClientResponse, web
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from scaler.activator.endpoints import EndpointTracker, HealthProbe
@@ -60,6 +65,8 @@ HOP_BY_HOP = frozenset(
     }
 )
 _READ_CHUNK = 64 * 1024
+UPSTREAM_KEEPALIVE_S = 4.0
+"""Longest an idle upstream connection is kept for reuse (below the servers' own 5 s)."""
 # Never taken from the client: the client library sets Host and Content-Length for the
 # upstream, and X-Forwarded-Prefix is the activator's own statement of the prefix it stripped
 # (a client's would tell the model server a prefix of its choosing).
@@ -139,13 +146,34 @@ def _connection_tokens(values: Iterable[str]) -> frozenset[str]:
     return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
 
 
+@dataclass(slots=True)
+class _Attempt:
+    """One try at sending a request upstream (the trace context of its request)."""
+
+    turn: Turn
+    reused: bool = False  # sent on a pooled connection
+
+
 async def _headers_sent(
     _session: aiohttp.ClientSession, context: SimpleNamespace, _params: object
 ) -> None:
     # The request is on the wire: the next held request may go (keeps arrival order).
-    turn = context.trace_request_ctx
-    if isinstance(turn, Turn):
-        turn.dispatched()
+    attempt = context.trace_request_ctx
+    if isinstance(attempt, _Attempt):
+        attempt.turn.dispatched()
+
+
+async def _connection_reused(
+    _session: aiohttp.ClientSession, context: SimpleNamespace, _params: object
+) -> None:
+    attempt = context.trace_request_ctx
+    if isinstance(attempt, _Attempt):
+        attempt.reused = True
+
+
+# What aiohttp raises when the server closed a connection before answering on it: the write
+# failed ("Can not write request body") or the connection ended before a status line.
+_CLOSED_BEFORE_ANSWER = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 
 
 class Activator:
@@ -165,6 +193,7 @@ class Activator:
         self.metrics = ActivatorMetrics(tuple(r.model for r in routes))
         self._wake = wake
         self._session: aiohttp.ClientSession | None = None
+        self._fresh_session: aiohttp.ClientSession | None = None
         self.gates: dict[str, ModelGate] = {}
         self.stopping = False
 
@@ -179,15 +208,28 @@ class Activator:
         """Open the upstream session and the per-model gates (inside the event loop)."""
         trace = aiohttp.TraceConfig()
         trace.on_request_headers_sent.append(_headers_sent)
-        self._session = aiohttp.ClientSession(
-            # No connection limit: a held queue may release hundreds of streams at once.
-            connector=aiohttp.TCPConnector(limit=0),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout_s),
-            auto_decompress=False,  # bytes pass through as the server encoded them
-            cookie_jar=aiohttp.DummyCookieJar(),  # never carry one client's cookies to another
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-            trace_configs=[trace],
+        trace.on_connection_reuseconn.append(_connection_reused)
+
+        def session(connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
+            return aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self.config.connect_timeout_s
+                ),
+                auto_decompress=False,  # bytes pass through as the server encoded them
+                cookie_jar=aiohttp.DummyCookieJar(),  # never carry a client's cookies to another
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+                trace_configs=[trace],
+            )
+
+        # No connection limit: a held queue may release hundreds of streams at once. Idle
+        # connections are dropped before the model servers drop them (llama-server and vLLM's
+        # uvicorn after 5 s): reusing one the server is closing fails the request.
+        self._session = session(
+            aiohttp.TCPConnector(limit=0, keepalive_timeout=UPSTREAM_KEEPALIVE_S)
         )
+        # For the one retry of a request whose pooled connection the server had closed.
+        self._fresh_session = session(aiohttp.TCPConnector(limit=0, force_close=True))
         probe = HealthProbe(self._session)
         self.gates = {
             r.model: ModelGate(
@@ -207,9 +249,10 @@ class Activator:
         """Stop the gates and close the upstream session."""
         for gate in self.gates.values():
             await gate.close()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._fresh_session):
+            if session is not None:
+                await session.close()
+        self._session = self._fresh_session = None
 
     def app(self) -> web.Application:
         """The aiohttp application: one catch-all handler (routing is by Host and prefix)."""
@@ -350,15 +393,34 @@ class Activator:
     ) -> web.StreamResponse:
         model = match.route.model
         url = URL(str(match.route.upstream) + path_and_query, encoded=True)
-        try:
-            upstream = await self.session.request(
+        headers = forwarded_request_headers(request, match)
+
+        async def send(session: aiohttp.ClientSession, attempt: _Attempt) -> ClientResponse:
+            return await session.request(
                 request.method,
                 url,
-                headers=forwarded_request_headers(request, match),
+                headers=headers,
                 data=body or None,
                 allow_redirects=False,
-                trace_request_ctx=turn,
+                trace_request_ctx=attempt,
             )
+
+        try:
+            first = _Attempt(turn)
+            try:
+                upstream = await send(self.session, first)
+            except _CLOSED_BEFORE_ANSWER as exc:
+                if not first.reused or self._fresh_session is None:
+                    raise
+                # The server had closed the pooled connection: llama-server does so without
+                # notice after an event stream and for connections beyond its fixed HTTP
+                # threads. Reused as the close arrived, it got no answer (a 502 for 3 % of the
+                # requests of 12 busy clients mixing streams and plain requests,
+                # tests/integration/test_activator_llamacpp.py), so send it once more on a new
+                # connection. A completion has no effect but its answer: even a request that
+                # did arrive is safe to repeat.
+                log.debug("upstream_connection_closed_retry", model=model, error=repr(exc))
+                upstream = await send(self._fresh_session, _Attempt(turn))
         except (aiohttp.ClientError, TimeoutError) as exc:
             # Refused, reset, or an answer that is not HTTP: no response to pass on.
             self.metrics.rejected.labels(
@@ -374,6 +436,15 @@ class Activator:
         async with upstream:
             turn.dispatched()
             self.metrics.forwarded.labels(model=model).inc()
+            if _is_event_stream(upstream.headers) and upstream.connection is not None:
+                # llama-server closes the connection after an event stream while its headers
+                # say keep-alive; pooled, the next request on it fails and is sent again (see
+                # above). A stream still arriving can be kept out of the pool beforehand (a
+                # short one ended with its headers was pooled already). A stream is long
+                # enough for a new connection to cost nothing.
+                protocol = upstream.connection.protocol
+                if protocol is not None:
+                    protocol.force_close()
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             drop = _connection_tokens(upstream.headers.getall("Connection", ()))
             for name, value in upstream.headers.items():
@@ -394,6 +465,11 @@ class Activator:
                 return response
             await response.write_eof()
             return response
+
+
+def _is_event_stream(headers: CIMultiDictProxy[str]) -> bool:
+    content_type = headers.get("Content-Type", "")
+    return content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
 
 
 @contextlib.asynccontextmanager

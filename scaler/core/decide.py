@@ -482,13 +482,13 @@ def _observed_changes(
 def _release_hold(policy: ModelPolicy, state: ModelState) -> float:
     """The scale-down window: how long a replica the demand no longer needs is kept.
 
-    Releasing it and needing it again costs a restart: its cold start, paid in memory while
-    it loads (the SLO sizing already looks a reaction time ahead, so the wait is priced
-    there). That is the keep-alive's ski-rental again, over the gaps between a scale-down
-    and the next scale-up: where released replicas are rarely needed soon the hold shrinks
-    towards nothing, where they come back quickly it grows, never past the policy's
-    ``scaleDown.stabilizationSeconds`` (the prior until `MIN_GAPS` gaps are known).
-    Policies without sizing keep their window: their targets carry no lookahead.
+    Releasing it and needing it again costs a restart (`_restart`: one reaction time). That
+    is the keep-alive's ski-rental again, over the gaps between a scale-down and the next
+    scale-up: where released replicas are rarely needed soon the hold shrinks towards the
+    15 s floor, where they come back quickly it grows, never past the policy's
+    ``scaleDown.stabilizationSeconds`` (the cap); until `MIN_GAPS` gaps are known it is one
+    reaction time. Policies without sizing keep their window: their targets carry no
+    lookahead.
     """
     window = policy.scale_down.stabilization_seconds
     if policy.sizing is None:

@@ -84,12 +84,13 @@ TOKEN_BUCKETS = tuple(float(m * 10**e) for e in range(5) for m in (1, 2, 5))
 """vLLM's 1-2-5 token-count buckets (up to max_model_len; here 50,000)."""
 
 _HELP = {
-    "llamacpp:prompt_tokens_total": "Number of prompt tokens processed.",
-    "llamacpp:prompt_seconds_total": "Prompt process time",
-    "llamacpp:tokens_predicted_total": "Number of generation tokens processed.",
-    "llamacpp:tokens_predicted_seconds_total": "Predict process time",
-    "llamacpp:requests_processing": "Number of requests processing.",
-    "llamacpp:requests_deferred": "Number of requests deferred.",
+    # llama.cpp's as llama-server b11434 prints them (tests/integration/test_llamacpp_metrics.py)
+    "llamacpp:prompt_tokens_total": "Number of prompt tokens processed, excluding cached tokens",
+    "llamacpp:prompt_seconds_total": "Total time spent processing prompts",
+    "llamacpp:tokens_predicted_total": "Number of generation tokens processed",
+    "llamacpp:tokens_predicted_seconds_total": "Total time spent generating tokens",
+    "llamacpp:requests_processing": "Number of requests processing",
+    "llamacpp:requests_deferred": "Number of requests deferred",
     "llamacpp:n_busy_slots_per_decode": "Average number of busy slots per llama_decode() call",
     "vllm:num_requests_running": "Number of requests in model execution batches.",
     "vllm:num_requests_waiting": "Number of requests waiting to be processed.",
@@ -103,7 +104,10 @@ _HELP = {
     "vllm:request_prompt_tokens": "Number of prefill tokens processed.",
     "vllm:request_generation_tokens": "Number of generation tokens processed.",
     "vllm:iteration_tokens_total": "Histogram of number of tokens per engine_step.",
-    "llamacpp:n_decode_total": "Total number of llama_decode() calls",
+    "llamacpp:n_decode_total": (
+        "Total number of llama_decode() calls, excluding speculative decoding and multimodal "
+        "decoding"
+    ),
     "container_memory_working_set_bytes": "Current working set of the container in bytes",
     "kube_node_status_allocatable": "The allocatable for different resources of a node.",
 }

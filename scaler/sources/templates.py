@@ -17,13 +17,16 @@ alone, so no brace doubling is needed):
 
 Defaults (docs/metrics.md, "Prometheus queries"), each name matched in both spellings
 (``{__name__=~"vllm:x|vllm_x"}``) because a prometheus_client >= 0.23 exporter scraped by
-Prometheus 2.42 is stored with underscores (prometheus/client_python#1177):
+Prometheus 2.42 is stored with underscores (prometheus/client_python#1177). The llama.cpp
+names are checked against a real ``llama-server --metrics``
+(tests/integration/test_llamacpp_metrics.py), so an upstream rename fails a test:
 
 - queue_depth: vLLM ``num_requests_waiting``; llama.cpp ``requests_deferred``; + pending;
 - inflight_requests: vLLM ``num_requests_running`` + ``num_requests_waiting``; llama.cpp
   ``requests_processing`` + ``requests_deferred``; + pending;
 - tokens_per_second: rate of vLLM ``generation_tokens_total``, llama.cpp
-  ``tokens_predicted_total``;
+  ``tokens_predicted_total`` (llama-server adds a request's tokens when the request ends: a pod
+  busy with long generations reads 0 until they end, and queue depth and in-flight carry it);
 - request_rate: rate of vLLM ``request_success_total`` (all finished reasons); llama.cpp has
   no request counter: rate of the activator's ``scaler_activator_forwarded_total``.
 

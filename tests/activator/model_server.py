@@ -4,19 +4,36 @@
 vLLM closely enough for a proxy: ``POST /v1/chat/completions`` and ``/v1/completions`` (JSON,
 or server-sent events with ``"stream": true``), ``GET /v1/models``, and ``/health``:
 
-* ``flavor="llamacpp"``: listens at once; ``/health`` (and the API) answer 503
-  ``{"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}`` while
-  loading, then ``/health`` answers 200 ``{"status": "ok"}``.
+* ``flavor="llamacpp"``: listens at once; ``/health`` and every other path answer 503
+  ``{"error":{"message":"Loading model","type":"unavailable_error","code":503}}`` while
+  loading, then ``/health`` answers 200 ``{"status":"ok"}``.
 * ``flavor="vllm"``: refuses connections while loading (its port is bound but not listening,
   as vLLM's API server only starts once the engine is up), then ``/health`` answers 200 with
   an empty body.
 
+Checked against the real llama-server of llama.cpp b11434
+(tests/integration/test_llamacpp_metrics.py compares the two): the loading 503 and the
+loaded /health (status, Content-Type ``application/json; charset=utf-8``, body); the shape
+of completions and chat completions, JSON and streamed (compact JSON; ``text_completion`` /
+``chat.completion`` / ``chat.completion.chunk`` objects; a chat stream opens with a role
+delta; the last event carries the finish reason and ``timings``, and for completions
+``usage``; then ``data: [DONE]``; ``Content-Type: text/event-stream`` and
+``X-Accel-Buffering: no``). What differs: the text is the fixed `TOKENS`, one event each
+(the real server may merge tokens into one event while a UTF-8 character is incomplete),
+``finish_reason`` is ``stop``, and the numbers are constants. The vLLM flavor's readiness is
+written from vLLM's docs: no vLLM runs here.
+
+What the real server cannot do here, and the reason this emulator stays: load for as long as
+a test wants without a file lease, record the exact bytes it got and sent, hold a stream open
+at a gate, die mid-stream, or answer any status on demand.
+
 It loads after ``load_seconds`` (``None``: when the test calls ``finish_loading()``). It
 records every request (method, path with query, headers, raw body) in arrival order and the
 exact bytes of every response it sent. With ``stream_gate`` set, a stream sends its first
-chunk and then waits for the gate before the rest, so a test can see the first chunk arrive
+token and then waits for the gate before the rest, so a test can see the first token arrive
 through the proxy while the stream is still open. A request body with ``"emulate_status": N``
-gets status N with an OpenAI-shaped error and the header ``X-Emulator: error``.
+gets status N with an OpenAI-shaped error and the header ``X-Emulator: error``; with
+``drop_next = N`` the next N completions get no answer at all (their connection is closed).
 """
 
 from __future__ import annotations
@@ -53,6 +70,7 @@ class ReceivedRequest:
     headers: dict[str, str]
     body: bytes
     loaded: bool  # whether the model was loaded when it arrived
+    peer: tuple[str, int]  # the client's address and port: one per TCP connection
 
 
 @dataclass
@@ -68,6 +86,7 @@ class ModelServerEmulator:
     responses: dict[int, bytes] = field(default_factory=dict)
     streams_finished: int = 0
     health_checks: int = 0
+    drop_next: int = 0  # close the connection of the next N completions without answering
 
     def __post_init__(self) -> None:
         self.loaded = asyncio.Event()
@@ -143,11 +162,17 @@ class ModelServerEmulator:
             return _loading()
         if self.flavor == "vllm":
             return web.Response(status=200)
-        return web.json_response({"status": "ok"})
+        return _json({"status": "ok"})
 
     async def _models(self, _request: web.Request) -> web.Response:
-        return web.json_response(
-            {"object": "list", "data": [{"id": "emulated", "object": "model"}]}
+        if not self.loaded.is_set():
+            return _loading()
+        return _json(
+            {
+                "models": [{"name": MODEL_NAME, "model": MODEL_NAME}],
+                "object": "list",
+                "data": [{"id": MODEL_NAME, "object": "model", "owned_by": "llamacpp"}],
+            }
         )
 
     async def _completion(self, request: web.Request) -> web.StreamResponse:
@@ -162,70 +187,148 @@ class ModelServerEmulator:
                 dict(request.headers),
                 body,
                 self.loaded.is_set(),
+                request.transport.get_extra_info("peername") if request.transport else ("", 0),
             )
         )
+        if self.drop_next > 0 and request.transport is not None:
+            # Gone without an answer, as a server closing a kept-alive connection is.
+            self.drop_next -= 1
+            request.transport.abort()
+            raise asyncio.CancelledError
         if not self.loaded.is_set():
             return _loading()
         payload: dict[str, Any] = json.loads(body)
         if "emulate_status" in payload:
             status = int(payload["emulate_status"])
             error = {"error": {"code": status, "message": f"emulated {status}", "type": "emulated"}}
-            data = json.dumps(error).encode()
+            data = _dumps(error)
             self.responses[index] = data
-            return web.Response(
-                status=status,
-                body=data,
-                content_type="application/json",
-                headers={"X-Emulator": "error"},
-            )
+            return _json(error, status=status, headers={"X-Emulator": "error"}, data=data)
         chat = request.path == "/v1/chat/completions"
         if payload.get("stream"):
             return await self._stream(request, index, chat)
         text = "".join(self.tokens)
         choice: dict[str, Any] = (
-            {"index": 0, "message": {"role": "assistant", "content": text}}
+            {"finish_reason": "stop", "index": 0,
+             "message": {"role": "assistant", "content": text}}
             if chat
-            else {"index": 0, "text": text}
-        )
-        data = json.dumps(
-            {
-                "id": f"cmpl-{index}",
-                "object": "chat.completion" if chat else "text_completion",
-                "model": payload.get("model", "emulated"),
-                "choices": [{**choice, "finish_reason": "stop"}],
-                "echo": payload,  # lets a test check each client got its own answer
-            }
-        ).encode()
+            else {"text": text, "index": 0, "logprobs": None, "finish_reason": "stop"}
+        )  # fmt: skip
+        answer = {
+            "choices": [choice],
+            **_envelope(index, chat=chat, chunk=False),
+            "usage": _usage(len(self.tokens)),
+            "id": f"chatcmpl-{index}",
+            "timings": _timings(len(self.tokens)),
+        }
+        data = _dumps(answer)
         self.responses[index] = data
-        return web.Response(body=data, content_type="application/json")
+        return _json(answer, data=data)
 
     async def _stream(self, request: web.Request, index: int, chat: bool) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
+        )
         await response.prepare(request)
         sent = bytearray()
+
+        async def event(data: dict[str, Any] | str) -> None:
+            chunk = b"data: " + (data.encode() if isinstance(data, str) else _dumps(data))
+            sent.extend(chunk + b"\n\n")
+            await response.write(chunk + b"\n\n")
+
+        envelope = _envelope(index, chat=chat, chunk=True)
+        if chat:  # llama-server opens a chat stream with the role
+            delta = {"role": "assistant", "content": None}
+            await event({"choices": [{"finish_reason": None, "index": 0, "delta": delta}],
+                         **envelope, "id": f"chatcmpl-{index}"})  # fmt: skip
         for number, token in enumerate(self.tokens):
             if number == 1 and self.stream_gate is not None:
                 await self.stream_gate.wait()
             if number == 1 and self.break_streams and request.transport is not None:
                 request.transport.abort()
                 raise asyncio.CancelledError  # what the server sees when its process dies
-            delta: dict[str, Any] = {"content": token} if chat else {}
-            choice = {"index": 0, "delta": delta} if chat else {"index": 0, "text": token}
-            event = {"id": f"cmpl-{index}", "object": "chunk", "choices": [choice]}
-            chunk = f"data: {json.dumps(event)}\n\n".encode()
-            sent += chunk
-            await response.write(chunk)
-        sent += b"data: [DONE]\n\n"
-        await response.write(b"data: [DONE]\n\n")
+            choice: dict[str, Any] = (
+                {"finish_reason": None, "index": 0, "delta": {"content": token}}
+                if chat
+                else {"text": token, "index": 0, "logprobs": None, "finish_reason": None}
+            )
+            await event({"choices": [choice], **envelope, "id": f"chatcmpl-{index}"})
+        if chat:  # the last chat chunk has the finish reason and timings, no usage
+            final: dict[str, Any] = {
+                "choices": [{"finish_reason": "stop", "index": 0, "delta": {}}],
+                **envelope,
+                "id": f"chatcmpl-{index}",
+                "timings": _timings(len(self.tokens)),
+            }
+        else:
+            final = {
+                "choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": "stop"}],
+                **envelope,
+                "usage": _usage(len(self.tokens)),
+                "id": f"chatcmpl-{index}",
+                "timings": _timings(len(self.tokens)),
+            }
+        await event(final)
+        await event("[DONE]")
         await response.write_eof()
         self.responses[index] = bytes(sent)
         self.streams_finished += 1
         return response
 
 
+MODEL_NAME = "emulated.gguf"
+
+
+def _dumps(value: object) -> bytes:
+    # llama-server writes JSON compactly (nlohmann::json::dump()).
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _json(
+    value: object,
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    data: bytes | None = None,
+) -> web.Response:
+    return web.Response(
+        status=status,
+        body=data if data is not None else _dumps(value),
+        headers={"Content-Type": "application/json; charset=utf-8", **(headers or {})},
+    )
+
+
+def _envelope(index: int, *, chat: bool, chunk: bool) -> dict[str, Any]:
+    kind = ("chat.completion.chunk" if chunk else "chat.completion") if chat else "text_completion"
+    return {
+        "created": 1_700_000_000 + index,
+        "model": MODEL_NAME,
+        "system_fingerprint": "b0-emulated",
+        "object": kind,
+    }
+
+
+def _usage(tokens: int) -> dict[str, Any]:
+    return {
+        "completion_tokens": tokens,
+        "prompt_tokens": 3,
+        "total_tokens": tokens + 3,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
+
+
+def _timings(tokens: int) -> dict[str, Any]:
+    return {
+        "cache_n": 0, "prompt_n": 3, "prompt_ms": 0.5, "prompt_per_token_ms": 0.5 / 3,
+        "prompt_per_second": 6000.0, "predicted_n": tokens, "predicted_ms": 0.1 * tokens,
+        "predicted_per_token_ms": 0.1, "predicted_per_second": 10000.0,
+    }  # fmt: skip
+
+
 def _loading() -> web.Response:
-    return web.json_response(
-        {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}},
+    return _json(
+        {"error": {"message": "Loading model", "type": "unavailable_error", "code": 503}},
         status=503,
     )
 

@@ -53,6 +53,15 @@ def metric(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
+async def until_content(response: aiohttp.ClientResponse) -> bytes:
+    """The stream's events up to the first one with a content delta (a chat stream opens
+    with a role delta)."""
+    read = b""
+    while b'"content":"' not in read:
+        read += await response.content.readuntil(b"\n\n")
+    return read
+
+
 async def post(session: aiohttp.ClientSession, url: URL, body: bytes) -> tuple[int, bytes]:
     async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
         return r.status, await r.read()
@@ -97,8 +106,8 @@ async def test_a_request_sent_during_a_one_second_load_is_answered_after_it() ->
     ):
         status, answer = await post(session, url.with_path(CHAT), body_for(0))
         assert status == 200
-        assert json.loads(answer)["echo"]["messages"][0]["content"].startswith("request 0")
-        assert [r.loaded for r in server.received] == [True]
+        assert answer == server.responses[0]
+        assert [(r.body, r.loaded) for r in server.received] == [(body_for(0), True)]
 
 
 async def test_vllm_flavor_is_held_while_its_port_refuses() -> None:
@@ -148,8 +157,8 @@ async def test_streaming_is_not_buffered() -> None:
     ):
         assert response.status == 200
         assert response.headers["Content-Type"] == "text/event-stream"
-        first = await asyncio.wait_for(response.content.readuntil(b"\n\n"), 10)
-        assert b'"content": "Hello"' in first
+        first = await asyncio.wait_for(until_content(response), 10)
+        assert b'"delta":{"content":"Hello"}' in first
         assert server.streams_finished == 0
         gate.set()
         rest = await response.read()
@@ -408,8 +417,8 @@ async def test_a_stream_broken_by_the_server_reaches_the_client_broken() -> None
         aiohttp.ClientSession() as session,
         session.post(url.with_path(CHAT), data=body_for(10, stream=True)) as response,
     ):
-        first = await response.content.readuntil(b"\n\n")
-        assert b'"content": "Hello"' in first
+        first = await until_content(response)
+        assert b'"delta":{"content":"Hello"}' in first
         with pytest.raises(aiohttp.ClientPayloadError):
             await response.read()
 
@@ -506,3 +515,58 @@ async def test_a_client_x_forwarded_prefix_is_not_passed_on() -> None:
         for r in server.received
     ]
     assert prefixes == ["/tinyllama", None]
+
+
+async def test_an_upstream_connection_is_not_reused_after_an_event_stream() -> None:
+    """Plain answers keep their upstream connection for the next request; an event stream's
+    is closed (llama-server closes it after the stream without saying so)."""
+    tracker = EndpointTracker()
+    tracker.set_ready("tinyllama", 1)  # no /health poll sharing the pool
+    gate = asyncio.Event()
+    async with (
+        ModelServerEmulator(stream_gate=gate) as server,
+        running_activator([tiny()], upstreams={"tinyllama": server.url}, tracker=tracker) as (
+            _activator,
+            url,
+        ),
+        aiohttp.ClientSession() as session,
+    ):
+        for tag in (0, 1):
+            assert (await post(session, url.with_path(CHAT), body_for(tag)))[0] == 200
+        async with session.post(url.with_path(CHAT), data=body_for(2, stream=True)) as response:
+            await until_content(response)  # the stream is open: its headers came first
+            gate.set()
+            await response.read()
+        assert (await post(session, url.with_path(CHAT), body_for(3)))[0] == 200
+    peers = [r.peer for r in server.received]
+    assert peers[0] == peers[1] == peers[2] != peers[3]
+
+
+async def test_a_request_on_a_connection_the_server_closed_is_sent_again_once() -> None:
+    """The server drops a kept-alive connection as a request goes out on it: the request is
+    sent once more, on a new connection, and answered. Dropped on a new connection (the pool
+    is empty now), it is a 502 at once: that server is failing, not closing an idle one."""
+    tracker = EndpointTracker()
+    tracker.set_ready("tinyllama", 1)
+    async with (
+        ModelServerEmulator() as server,
+        running_activator([tiny()], upstreams={"tinyllama": server.url}, tracker=tracker) as (
+            _activator,
+            url,
+        ),
+        aiohttp.ClientSession() as session,
+    ):
+        assert (await post(session, url.with_path(CHAT), body_for(1)))[0] == 200
+        server.drop_next = 1
+        status, answer = await post(session, url.with_path(CHAT), body_for(2))
+        assert status == 200
+        dropped, retried = server.received[1:]
+        assert dropped.body == retried.body == body_for(2)
+        assert dropped.peer == server.received[0].peer != retried.peer
+        assert answer == server.responses[retried.index]
+
+        server.drop_next = 1
+        status, answer = await post(session, url.with_path(CHAT), body_for(3))
+        assert status == 502
+        assert json.loads(answer)["error"]["code"] == "model_unreachable"
+        assert [r.body for r in server.received[3:]] == [body_for(3)]

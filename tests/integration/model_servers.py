@@ -10,21 +10,27 @@ scaler reads": vLLM's V1 engine loggers, llama.cpp's ``llama-server --metrics``)
 - `VllmServer`: ``vllm:num_requests_running``, ``vllm:num_requests_waiting``,
   ``vllm:kv_cache_usage_perc``, ``vllm:generation_tokens_total``,
   ``vllm:prompt_tokens_total``, ``vllm:request_success_total{finished_reason}``, all with the
-  labels ``model_name`` and ``engine`` (V1 engine);
-- `LlamaCppServer`: the 11 ``llamacpp:*`` names of a current ``llama-server --metrics``,
-  without any label;
+  labels ``model_name`` and ``engine`` (V1 engine, vllm-project/vllm
+  ``vllm/v1/metrics/loggers.py``; no vLLM runs here, so this one is written from the source);
+- `LlamaCppServer`: the 15 ``llamacpp:*`` series of ``llama-server --metrics`` (ggml-org/
+  llama.cpp ``tools/server/server-task.cpp``), without any label, checked against the real
+  server (its docstring says what is emulated and what differs);
 - `StaticExporter`: arbitrary series set by the test (activator pending counts,
   kube-state-metrics, ...).
+
+The real llama-server runs in tests/integration/llama_server.py; the emulators stay for what
+it cannot do here: vLLM, exact rates at any instant, and faults on demand.
 
 Counters advance at the set rate against a clock (``time.monotonic`` by default, injectable),
 so ``rate(counter[w])`` in Prometheus converges to the set rate once the window is full of
 scrapes. Changing a rate keeps the counter continuous (no reset).
 
 The body is always text format 0.0.4 (``Content-Type: text/plain; version=0.0.4``) whatever
-the Accept header says, so Prometheus 2.42 keeps the colons (prometheus/client_python#1177).
-`Spelling.UNDERSCORE` serves ``vllm_num_requests_waiting`` etc. instead, as a
-prometheus_client >= 0.23 exporter negotiating OpenMetrics would end up stored. `Fault` modes
-serve NaN, +Inf, negative values or an unparseable body, for fault tests.
+the Accept header says, so Prometheus 2.42 keeps the colons: a prometheus_client >= 0.23
+exporter that negotiates OpenMetrics gets its colons escaped to underscores
+(prometheus/client_python#1177). `Spelling.UNDERSCORE` serves ``vllm_num_requests_waiting``
+etc. instead, as such an exporter ends up stored. `Fault` modes serve NaN, +Inf, negative
+values or an unparseable body, for fault tests.
 """
 
 from __future__ import annotations
@@ -38,12 +44,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from types import TracebackType
-from typing import Self
+from typing import Final, Self
 
 from aiohttp import web
 
 CONTENT_TYPE_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
-"""What every emulator answers with, whatever the scraper accepts (colon names survive)."""
+"""What the emulators answer with, whatever the scraper accepts (colon names survive); the
+llama.cpp one sends llama-server's own `CONTENT_TYPE_LLAMACPP`, also text format 0.0.4."""
 
 
 class Spelling(StrEnum):
@@ -111,6 +118,8 @@ class ExpositionServer:
     Subclasses implement `_samples()`; this class handles the HTTP side, the text format,
     faults and the thread. Use as a context manager or `start()`/`stop()`.
     """
+
+    content_type = CONTENT_TYPE_0_0_4
 
     def __init__(self, *, spelling: Spelling = Spelling.COLON) -> None:
         self.spelling = spelling
@@ -216,7 +225,7 @@ class ExpositionServer:
             if fault is Fault.HTTP_500:
                 return web.Response(status=500, text="emulated engine failure")
             body = self._render(fault)
-        return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE_0_0_4})
+        return web.Response(body=body.encode(), headers={"Content-Type": self.content_type})
 
     def _render(self, fault: Fault) -> str:
         if fault is Fault.GARBAGE:
@@ -227,8 +236,11 @@ class ExpositionServer:
             lines.append(f"# HELP {spelled} {help_text}")
             lines.append(f"# TYPE {spelled} {kind}")
             for labels, value in series:
-                lines.append(f"{spelled}{_labels(labels)} {_number(_apply(fault, value))}")
+                lines.append(f"{spelled}{_labels(labels)} {self._number(_apply(fault, value))}")
         return "\n".join(lines) + "\n"
+
+    def _number(self, value: float) -> str:
+        return _number(value)
 
     def _spell(self, name: str) -> str:
         return name.replace(":", "_") if self.spelling is Spelling.UNDERSCORE else name
@@ -347,22 +359,69 @@ class VllmServer(_EngineServer):
         ]  # fmt: skip
 
 
-class LlamaCppServer(_EngineServer):
-    """An emulated ``llama-server --metrics``: the 11 current ``llamacpp:*`` names, no labels.
+LLAMACPP_SERIES: Final = (
+    ("llamacpp:prompt_tokens_total", "counter",
+     "Number of prompt tokens processed, excluding cached tokens"),
+    ("llamacpp:prompt_tokens_cached_total", "counter",
+     "Number of prompt tokens reused from the cache"),
+    ("llamacpp:prompt_seconds_total", "counter", "Total time spent processing prompts"),
+    ("llamacpp:tokens_predicted_total", "counter", "Number of generation tokens processed"),
+    ("llamacpp:tokens_predicted_seconds_total", "counter", "Total time spent generating tokens"),
+    ("llamacpp:n_decode_total", "counter",
+     "Total number of llama_decode() calls, excluding speculative decoding and multimodal "
+     "decoding"),
+    ("llamacpp:n_tokens_max", "counter", "Largest observed sequence length (prompt + generation)"),
+    ("llamacpp:spec_decode_num_draft_tokens_total", "counter",
+     "Speculative: Total draft tokens generated"),
+    ("llamacpp:spec_decode_num_accepted_tokens_total", "counter",
+     "Speculative: Total draft tokens accepted by the target model"),
+    ("llamacpp:spec_decode_num_drafts_total", "counter",
+     "Speculative: Total speculative decoding verification steps"),
+    ("llamacpp:prompt_tokens_seconds", "gauge", "Average prompt throughput in tokens/s"),
+    ("llamacpp:predicted_tokens_seconds", "gauge", "Average generation throughput in tokens/s"),
+    ("llamacpp:requests_processing", "gauge", "Number of requests processing"),
+    ("llamacpp:requests_deferred", "gauge", "Number of requests deferred"),
+    ("llamacpp:n_busy_slots_per_decode", "gauge",
+     "Average number of busy slots per llama_decode() call"),
+)  # fmt: skip
+"""(name, type, HELP) of every series ``llama-server --metrics`` prints, in its order: read off
+the real server of llama.cpp tag b11434 (tests/integration/test_llamacpp_metrics.py compares
+them with the running binary, so an upstream change fails a test)."""
 
-    ``requests_processing`` is `running`, ``requests_deferred`` is `waiting`;
-    ``tokens_predicted_total`` advances at `tokens_per_second`.
+CONTENT_TYPE_LLAMACPP = "text/plain; version=0.0.4"
+"""llama-server's /metrics Content-Type (no charset parameter)."""
+
+
+class LlamaCppServer(_EngineServer):
+    """An emulated ``llama-server --metrics``: the 15 ``llamacpp:*`` series of `LLAMACPP_SERIES`
+    with their upstream types and HELP texts, no labels.
+
+    Checked against the real server (tests/integration/test_llamacpp_metrics.py):
+
+    - names, types, HELP texts, order, no labels, Content-Type ``text/plain; version=0.0.4``;
+    - numbers printed as C++ streams print a double, six significant digits (``7537.69``,
+      ``1.23457e+06``): past a million tokens the counters lose resolution;
+    - ``requests_processing`` is the busy slots (`running`) and ``requests_deferred`` the
+      requests waiting for one (`waiting`): the real server under a held load shows exactly
+      that (slots busy, the rest deferred).
+
+    Emulated differently, on purpose:
+
+    - ``tokens_predicted_total`` (and ``n_decode_total``) advance smoothly at
+      `tokens_per_second`; the real server adds a request's tokens when the request ends, so its
+      rate() moves in steps (tests/integration/test_llamacpp_prometheus.py measures that; the
+      simulator's engine_metrics models it). Smooth counters make the rates these tests check
+      exact at any scrape time;
+    - the throughput gauges ``predicted_tokens_seconds`` / ``prompt_tokens_seconds`` show the set
+      rates; the real ones average the work finished since the previous scrape (every scrape
+      resets them);
+    - ``n_busy_slots_per_decode`` is `running`; the real one averages busy slots per decode
+      call since the server started;
+    - ``n_tokens_max``, the cached-prompt and speculative-decoding counters stay 0 (nothing
+      scaler reads).
     """
 
-    def __init__(
-        self,
-        *,
-        spelling: Spelling = Spelling.COLON,
-        clock: Callable[[], float] = time.monotonic,
-        n_ctx: int = 8192,
-    ) -> None:
-        super().__init__(spelling=spelling, clock=clock)
-        self.n_ctx = n_ctx
+    content_type = CONTENT_TYPE_LLAMACPP
 
     def _apply_rates(self, truth: GroundTruth) -> None:
         self._counter("llamacpp:tokens_predicted_total").set_rate(truth.tokens_per_second)
@@ -376,40 +435,28 @@ class LlamaCppServer(_EngineServer):
 
     def _samples(self) -> list[tuple[str, str, str, list[tuple[Mapping[str, str], float]]]]:
         truth = self._truth
+        gauges = {
+            "llamacpp:prompt_tokens_seconds": truth.prompt_tokens_per_second,
+            "llamacpp:predicted_tokens_seconds": truth.tokens_per_second,
+            "llamacpp:requests_processing": truth.running,
+            "llamacpp:requests_deferred": truth.waiting,
+            "llamacpp:n_busy_slots_per_decode": truth.running,
+        }
         no_labels: Mapping[str, str] = {}
+        samples = []
+        for name, kind, help_text in LLAMACPP_SERIES:
+            if name in gauges:
+                value = gauges[name]
+            elif name in self._counters:
+                value = self._counters[name].value()
+            else:
+                value = 0.0
+            samples.append((name, kind, help_text, [(no_labels, value)]))
+        return samples
 
-        def one(value: float) -> list[tuple[Mapping[str, str], float]]:
-            return [(no_labels, value)]
-
-        def counter(name: str) -> list[tuple[Mapping[str, str], float]]:
-            return one(self._counter(name).value())
-
-        return [
-            ("llamacpp:prompt_tokens_total", "counter", "Number of prompt tokens processed.",
-             counter("llamacpp:prompt_tokens_total")),
-            ("llamacpp:prompt_seconds_total", "counter", "Prompt process time",
-             counter("llamacpp:prompt_seconds_total")),
-            ("llamacpp:tokens_predicted_total", "counter", "Number of generation tokens processed.",
-             counter("llamacpp:tokens_predicted_total")),
-            ("llamacpp:tokens_predicted_seconds_total", "counter", "Predict process time",
-             counter("llamacpp:tokens_predicted_seconds_total")),
-            ("llamacpp:n_decode_total", "counter", "Total number of llama_decode() calls",
-             counter("llamacpp:n_decode_total")),
-            ("llamacpp:n_tokens_max", "counter", "Largest observed n_tokens.",
-             one(float(self.n_ctx))),
-            ("llamacpp:n_busy_slots_per_decode", "gauge",
-             "Average number of busy slots per llama_decode() call",
-             one(truth.running)),
-            ("llamacpp:prompt_tokens_seconds", "gauge", "Average prompt throughput in tokens/s.",
-             one(truth.prompt_tokens_per_second)),
-            ("llamacpp:predicted_tokens_seconds", "gauge",
-             "Average generation throughput in tokens/s.",
-             one(truth.tokens_per_second)),
-            ("llamacpp:requests_processing", "gauge", "Number of requests processing.",
-             one(truth.running)),
-            ("llamacpp:requests_deferred", "gauge", "Number of requests deferred.",
-             one(truth.waiting)),
-        ]  # fmt: skip
+    def _number(self, value: float) -> str:
+        # llama-server writes doubles with `ostream << value`: %g with 6 significant digits.
+        return format(value, "g") if math.isfinite(value) else _number(value)
 
 
 class StaticExporter(ExpositionServer):

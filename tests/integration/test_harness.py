@@ -10,6 +10,8 @@ import pytest
 
 from tests.integration.model_servers import (
     CONTENT_TYPE_0_0_4,
+    CONTENT_TYPE_LLAMACPP,
+    LLAMACPP_SERIES,
     Fault,
     LlamaCppServer,
     Spelling,
@@ -111,21 +113,14 @@ def test_emulator_answers_text_0_0_4_whatever_accept_says() -> None:
     assert 'vllm:num_requests_waiting{model_name="mistral-7b",engine="0"} 0.0' in body
 
 
-def test_llamacpp_emulator_exports_the_eleven_names_without_labels() -> None:
-    """The 11 names of a current llama-server, each one series with no labels."""
+def test_llamacpp_emulator_exports_the_fifteen_series_without_labels() -> None:
+    """The 15 series of llama-server b11434 in its order, each one sample with no labels,
+    served as llama-server serves them (whatever the Accept header says)."""
     with LlamaCppServer() as llamacpp:
-        _, body = scrape(llamacpp.url)
+        content_type, body = scrape(llamacpp.url)
     samples = [line for line in body.splitlines() if not line.startswith("#")]
-    names = sorted(line.split(" ")[0] for line in samples)
-    assert names == sorted(
-        f"llamacpp:{n}"
-        for n in (
-            "n_busy_slots_per_decode", "n_decode_total", "n_tokens_max",
-            "predicted_tokens_seconds", "prompt_seconds_total", "prompt_tokens_seconds",
-            "prompt_tokens_total", "requests_deferred", "requests_processing",
-            "tokens_predicted_seconds_total", "tokens_predicted_total",
-        )
-    )  # fmt: skip
+    assert [line.split(" ")[0] for line in samples] == [name for name, _, _ in LLAMACPP_SERIES]
+    assert content_type == CONTENT_TYPE_LLAMACPP
 
 
 def test_counters_advance_at_the_set_rate_and_stay_continuous() -> None:
