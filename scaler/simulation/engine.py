@@ -34,6 +34,7 @@ exact in-system count (`ModelView.inflight`) is the request path's own count.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 import time as wallclock
@@ -219,6 +220,17 @@ class Simulation:
 
     def run(self) -> SimulationResult:
         """Simulate to the end; the result holds every request's fate and the series."""
+        # A run makes no reference cycles (a full collection after a run of each policy found
+        # none), so the collector's full passes only walk the results as they grow, again and
+        # again: without them a 20 h run takes 12 % less. Young passes still run.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(thresholds[0], thresholds[1], 2**31 - 1)
+        try:
+            return self._run()
+        finally:
+            gc.set_threshold(*thresholds)
+
+    def _run(self) -> SimulationResult:
         started = wallclock.perf_counter()
         prepared, scenario = self.prepared, self.prepared.scenario
         trace = prepared.trace

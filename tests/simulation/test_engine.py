@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Mapping
 
 import numpy as np
@@ -200,3 +201,20 @@ def test_scale_down_lets_running_requests_finish() -> None:
 
     result = Simulation(prepared, Shrink(), holds_requests=False).run()
     assert np.all(result.status == SERVED)
+
+
+def test_a_run_gives_the_collector_back_as_it_found_it() -> None:
+    """A run makes no automatic full collection, and restores the thresholds after."""
+    before = gc.get_threshold()
+    seen: list[tuple[int, int, int]] = []
+
+    class Watching(Fixed):
+        def tick(self, view: ClusterView) -> Mapping[str, int]:
+            seen.append(gc.get_threshold())
+            return super().tick(view)
+
+    prepared = make_scenario([steady(0.1, 300)], policies=[make_policy("tinyllama")])
+    simulate(prepared, Watching({"tinyllama": 1}))
+    assert seen
+    assert {t[2] for t in seen} == {2**31 - 1}
+    assert gc.get_threshold() == before
