@@ -14,8 +14,10 @@ gap). Shahrad et al., "Serverless in the Wild" (USENIX ATC'20) keep such a histo
 times per application and pick the keep-alive from it; within a session the gaps are short
 and a keep-alive covers them, between sessions they are long and the model goes to zero.
 
-Until `MIN_GAPS` gaps have been seen the policy's ``scaleToZero.idleSeconds`` applies; it is
-also the upper bound (the operator's cap on paying for an idle model).
+Until `MIN_GAPS` gaps have been seen the keep-alive is the restart cost itself: the
+deterministic ski-rental rule (rent for as long as buying costs), which never pays more than
+twice the optimum whatever the gaps turn out to be. The policy's ``scaleToZero.idleSeconds``
+is the upper bound (the operator's cap on paying for an idle model).
 """
 
 from __future__ import annotations
@@ -43,12 +45,12 @@ def keep_alive_seconds(
 ) -> float:
     """The idle time after which the model goes to zero (pure).
 
-    `restart_cost_s`: one restart's cost in seconds of holding the replica; `prior_s`: the
-    answer while fewer than `MIN_GAPS` gaps are known, and the cap; `floor_s`: the least
+    `restart_cost_s`: one restart's cost in seconds of holding the replica, and the answer
+    while fewer than `MIN_GAPS` gaps are known; `prior_s`: the cap; `floor_s`: the least
     keep-alive (a scrape and a tick must have had the chance to see the next request).
     """
     if len(gaps) < MIN_GAPS:
-        return prior_s
+        return min(prior_s, max(floor_s, restart_cost_s))
     ordered = sorted(gaps)
     n = len(ordered)
     best_t, best_cost = 0.0, float("inf")

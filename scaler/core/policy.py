@@ -217,8 +217,9 @@ class ScaleToZero(_Strict):
     # from the model's observed idle gaps (scaler.core.keepalive) once a few are known.
     idle_seconds: Seconds
     # One restart's cost, in seconds of holding the replica (the ski-rental price); unset:
-    # coldStart.seconds (memory held while loading) + slo.queueWaitSeconds (the wait it
-    # imposes on the request that finds the model asleep).
+    # the start (coldStart.uncachedSeconds when given, else coldStart.seconds: memory held
+    # while loading) + slo.queueWaitSeconds (the wait it imposes on the request that finds
+    # the model asleep).
     restart_cost_seconds: Seconds | None = None
     activation_threshold: NonNegativeFloat = 0.0
     activation_signals: tuple[Signal, ...] = (
@@ -437,7 +438,10 @@ class ModelPolicy(_Strict):
         rule = self.scale_to_zero
         if rule is not None and rule.restart_cost_seconds is not None:
             return rule.restart_cost_seconds
-        return self.cold_start.seconds + self.slo.queue_wait_seconds
+        # The scheduler does not know which node's page cache holds the weights: a restart
+        # may land on one that reads them from the volume, so it is priced as that start.
+        start = self.cold_start.uncached_seconds or self.cold_start.seconds
+        return start + self.slo.queue_wait_seconds
 
     @property
     def slo_miss_ratio(self) -> float:

@@ -336,7 +336,9 @@ def test_activation_threshold_is_strict() -> None:
 
 def test_on_demand_goes_to_zero_only_after_idle_period() -> None:
     """Mixtral stays at one replica until 900 idle seconds have passed, then jumps to zero."""
-    policy = make_policy("mixtral-8x7b", scaleToZero={"idleSeconds": 900})
+    policy = make_policy(
+        "mixtral-8x7b", scaleToZero={"idleSeconds": 900, "restartCostSeconds": 3600}
+    )
     state = ModelState()
     obs = make_observation("mixtral-8x7b", current=1)
     before, state = decide(obs, policy, state, NO_CLUSTER, 0.0)
@@ -351,7 +353,9 @@ def test_on_demand_goes_to_zero_only_after_idle_period() -> None:
 
 def test_data_gap_restarts_the_idle_period() -> None:
     """Idleness is only counted while it is observed: an outage restarts the clock."""
-    policy = make_policy("mixtral-8x7b", scaleToZero={"idleSeconds": 900})
+    policy = make_policy(
+        "mixtral-8x7b", scaleToZero={"idleSeconds": 900, "restartCostSeconds": 3600}
+    )
     idle = make_observation("mixtral-8x7b", current=1)
     missing = make_observation(
         "mixtral-8x7b", queue=None, tokens=None, inflight=None, rate=None, current=1

@@ -45,7 +45,9 @@ def test_quiet_night_keeps_always_on_model_at_min_without_flapping() -> None:
 
 def test_mixtral_session_after_hours_of_silence() -> None:
     """Hours at zero; the first held request wakes it at once; idle 15 min later it goes."""
-    policy = make_target_policy("mixtral-8x7b", scaleToZero={"idleSeconds": 900})
+    policy = make_target_policy(
+        "mixtral-8x7b", scaleToZero={"idleSeconds": 900, "restartCostSeconds": 3600}
+    )
     session = (4 * 3600.0, 4 * 3600.0 + 600.0)
 
     def load(t: float) -> dict[Signal, float]:
@@ -88,7 +90,9 @@ def test_prometheus_gap_never_scales_down() -> None:
 
 def test_mixtral_idle_clock_restarts_after_an_outage() -> None:
     """An outage in the middle of the idle period does not count as idle time."""
-    policy = make_policy("mixtral-8x7b", scaleToZero={"idleSeconds": 900})
+    policy = make_policy(
+        "mixtral-8x7b", scaleToZero={"idleSeconds": 900, "restartCostSeconds": 3600}
+    )
     driver = Driver(
         policy,
         lambda t: signals(),

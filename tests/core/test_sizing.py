@@ -271,12 +271,15 @@ def test_keep_alive_covers_a_sessions_pauses_and_not_the_gaps_between_sessions()
     assert 120.0 <= keep < 600.0
 
 
-def test_keep_alive_is_short_when_gaps_are_long_and_prior_until_enough_gaps() -> None:
-    """Gaps far longer than a restart's cost: stop at the floor; too few gaps: the prior."""
+def test_keep_alive_is_short_when_gaps_are_long_and_the_restart_cost_until_enough_gaps() -> None:
+    """Gaps far longer than a restart's cost: stop at the floor. Too few gaps: keep for the
+    restart's cost (the deterministic ski rental), never past the cap nor below the floor."""
     long_gaps = tuple(float(g) for g in range(1000, 1000 + 100 * MIN_GAPS, 100))
     assert keep_alive_seconds(long_gaps, restart_cost_s=60.0, prior_s=300.0, floor_s=30.0) == 30
     few = long_gaps[: MIN_GAPS - 1]
-    assert keep_alive_seconds(few, restart_cost_s=60.0, prior_s=300.0, floor_s=30.0) == 300
+    assert keep_alive_seconds(few, restart_cost_s=60.0, prior_s=300.0, floor_s=30.0) == 60
+    assert keep_alive_seconds(few, restart_cost_s=500.0, prior_s=300.0, floor_s=30.0) == 300
+    assert keep_alive_seconds((), restart_cost_s=10.0, prior_s=300.0, floor_s=30.0) == 30
 
 
 def test_on_demand_model_keeps_alive_through_pauses_then_goes_to_zero() -> None:
@@ -323,3 +326,26 @@ def test_a_request_counter_reading_zero_does_not_hide_the_load() -> None:
     assert blind.decisions[-1].sizing is not None
     assert blind.decisions[-1].sizing.arrival_rate == pytest.approx(0.35, rel=0.05)
     assert blind.current == seeing.current == 2
+
+
+def test_a_service_estimate_wobbling_around_the_wait_does_not_flip_the_replica_count() -> None:
+    """Mixtral's shape: 2 slots, a 90 s wait, requests of about 90 s. An estimate a percent
+    either side of 90 s sizes the same (a replica holds 4 requests either way); before the
+    tolerance, 90.2 s made it hold 3 and asked for a second replica."""
+
+    def replicas(service_s: float) -> int:
+        return size_for_slo(
+            arrival_rate=0.005,
+            in_system=1.0,
+            service_seconds=service_s,
+            slots=2,
+            wait_s=90.0,
+            miss=0.005,
+            dispersion=1.0,
+            service_cv=0.7,
+            reaction_s=80.0,
+            limit=2,
+        ).replicas
+
+    assert replicas(89.1) == replicas(90.0) == replicas(90.9) == 1
+    assert replicas(200.0) == 2  # far longer requests still need the second replica

@@ -97,7 +97,9 @@ def test_scaler_wakes_an_on_demand_model_to_the_decided_count_between_hpa_syncs(
 
 def test_scaler_returns_an_idle_on_demand_model_to_zero() -> None:
     """After the idle period (900 s) with no traffic, scaler's actuator takes it to zero."""
-    policies = [make_policy("mixtral-8x7b", scaleToZero={"idleSeconds": 900})]
+    policies = [
+        make_policy("mixtral-8x7b", scaleToZero={"idleSeconds": 900, "restartCostSeconds": 3600})
+    ]
     trace = poisson("mixtral-8x7b", rate=0.01, duration=200, sizes=TokenSizes(100, 50), seed=2)
     prepared = make_scenario(trace, policies=policies, drain_seconds=1500)
     result = simulate(prepared, ScalerPolicy(prepared.policies))
