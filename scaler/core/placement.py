@@ -103,33 +103,33 @@ class Occupancy:
         missing = replicas - sum(assigned.values())
         if missing <= 0:
             return assigned
-        # Only the nodes that already run the model and the `missing` roomiest others can
-        # win: every other node has no replica of the model and less free memory.
-        fits = need - _EPS
-        others: list[str] = []
-        for gib, node in reversed(self._sorted):
-            if len(others) == missing or gib < fits:
-                break
-            if node not in assigned:
-                others.append(node)
-        free = {n: self.free[n] for n in (*assigned, *others)}
         # Each replica goes to the node with the fewest replicas of the model, then the most
         # free memory, then the first name: the heap's smallest key. Only the node that
         # takes a replica changes its key, so the heap pops what a scan would pick.
-        heap = [
-            (assigned.get(n, 0), -gib, n)
-            for n, gib in free.items()
-            if gib >= fits and assigned.get(n, 0) < limit
-        ]
+        fits = need - _EPS
+        heap: list[tuple[int, float, str]] = []
+        for node, count in assigned.items():
+            gib = self.free[node]
+            if gib >= fits and count < limit:
+                heap.append((count, -gib, node))
+        # Only the nodes that already run the model and the `missing` roomiest others can
+        # win: every other node has no replica of the model and less free memory.
+        others = 0
+        for gib, node in reversed(self._sorted):
+            if others == missing or gib < fits:
+                break
+            if node not in assigned:
+                heap.append((0, -gib, node))
+                others += 1
         heapify(heap)
         while missing > 0 and heap:
-            count, _, node = heappop(heap)
+            count, minus_gib, node = heappop(heap)
             count += 1
             assigned[node] = count
-            free[node] -= need
             missing -= 1
-            if count < limit and free[node] >= fits:
-                heappush(heap, (count, -free[node], node))
+            gib = -minus_gib - need
+            if count < limit and gib >= fits:
+                heappush(heap, (count, -gib, node))
         return assigned
 
     def reserve(self, policy: ModelPolicy, replicas: int) -> None:
@@ -150,7 +150,8 @@ class Occupancy:
             index = bisect_left(ordered, (old, node))
             del ordered[index], gibs[index]
             new = self.free[node] = old - added * need
-            index = bisect_right(ordered, (new, node))
+            # Less free memory than before: the node moves towards the front.
+            index = bisect_right(ordered, (new, node), 0, index)
             ordered.insert(index, (new, node))
             gibs.insert(index, new)
         self.placed[model] = after
