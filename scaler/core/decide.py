@@ -35,6 +35,8 @@ import math
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from functools import partial
+from operator import attrgetter
 from typing import TypeVar
 
 from scaler.core.keepalive import MIN_GAPS, keep_alive_seconds, remember_gap
@@ -50,6 +52,9 @@ _EPS = 1e-9
 # The shortest keep-alive: a request must have had a scrape (15 s) and a tick (5 s) to be
 # seen before an idle model goes to zero.
 _KEEP_ALIVE_FLOOR_SECONDS = 30.0
+
+# A trend rises by at least one replica's worth across the trend window (less float noise).
+_TREND_RISE = 1.0 - 1e-6
 
 # The shortest scale-down hold: a dip must outlast one scrape (15 s) to be more than the
 # noise of a single reading.
@@ -82,6 +87,7 @@ class _Plan:
         "model",
         "need",
         "on_demand",
+        "order",
         "overdue_after",
         "per_node",
         "prior_requests",
@@ -109,6 +115,7 @@ class _Plan:
     def __init__(self, policy: ModelPolicy) -> None:
         self.model = policy.model
         self.on_demand = policy.on_demand
+        self.order = (self.on_demand, self.model)
         # (signal, per-replica target, whether it grows with the backlog), Signal order.
         self.targets = tuple((s, t, s.grows_with_backlog) for s, t in policy.targets.items())
         self.tolerance = policy.tolerance
@@ -165,6 +172,10 @@ class _Plan:
 _PLANS: dict[int, tuple[weakref.ref[ModelPolicy], _Plan]] = {}
 
 
+# decide_all()'s order: always-on models first, then on-demand ones, each by name.
+_ORDER = attrgetter("order")
+
+
 def _plan(policy: ModelPolicy) -> _Plan:
     """The policy's plan, computed on first use (a pure cache: same policy, same plan)."""
     key = id(policy)
@@ -172,7 +183,7 @@ def _plan(policy: ModelPolicy) -> _Plan:
     if entry is not None and entry[0]() is policy:
         return entry[1]
     plan = _Plan(policy)
-    _PLANS[key] = (weakref.ref(policy, lambda ref: _forget(key, ref)), plan)
+    _PLANS[key] = (weakref.ref(policy, partial(_forget, key)), plan)
     return plan
 
 
@@ -220,6 +231,7 @@ def _decide(
     overdue = starting_since is not None and now - starting_since > plan.overdue_after
     hold_backlog = starting > 0 and not overdue
     demands: dict[Signal, int] = {}
+    demand: int | None = None  # the largest of `demands`; None: no targeted signal read
     arrivals = 0.0  # demand in fractional replicas from arrival-driven signals, for the trend
     held = tolerated = False
     for signal, target, grows_with_backlog in plan.targets:
@@ -237,9 +249,10 @@ def _decide(
         elif ratio > arrivals:
             arrivals = ratio
         demands[signal] = raw
-    if not demands:
+        if demand is None or raw > demand:
+            demand = raw
+    if demand is None:
         return _hold(observation, plan, state, occupancy, now, stale, signals, starting_since)
-    demand = max(demands.values())
     reasons: list[Reason] = [Reason.DEMAND]
     partial = len(demands) < len(plan.targets)
     if partial:
@@ -313,11 +326,9 @@ def _decide(
         # of it is older than now.
         history = (*recent, (now, arrivals))
     else:
-        history = (*(p for p in recent if p[0] < now), (now, arrivals))
-    slope = _sustained_slope(history)
-    # At low request rates a 1m rate() is noisy (Poisson): only a rise of at least one
-    # replica's worth across the window counts as a trend, not a wobble.
-    if current > 0 and slope * plan.trend_window >= 1.0 - 1e-6:
+        history = (*_before(recent, now), (now, arrivals))
+    slope = _trend(history, plan.trend_window) if current > 0 else 0.0
+    if slope > 0.0:
         projected_level = arrivals + slope * plan.cold_start
         if sizing is not None:
             # The projected load, in requests/s, through the same queueing model.
@@ -469,7 +480,7 @@ def decide_all(
     decisions: dict[str, Decision] = {}
     next_states: dict[str, ModelState] = {}
     occupancy = Occupancy(cluster) if cluster.nodes else None
-    plans = sorted(map(_plan, policies), key=_order)
+    plans = sorted(map(_plan, policies), key=_ORDER)
     fresh = ModelState()  # immutable: one serves every model without a state yet
     for plan in plans:
         model = plan.model
@@ -483,11 +494,6 @@ def decide_all(
         if occupancy is not None:
             occupancy.reserve_for(model, plan.need, plan.per_node, decision.desired_replicas)
     return decisions, next_states
-
-
-def _order(plan: _Plan) -> tuple[bool, str]:
-    """decide_all()'s order: always-on models first, then on-demand ones, each by name."""
-    return plan.on_demand, plan.model
 
 
 def _hold(
@@ -573,6 +579,11 @@ def _within(level: float, current: int, tolerance: float) -> bool:
 _Point = TypeVar("_Point", bound=tuple[float, float])
 
 
+def _before(points: tuple[_Point, ...], now: float) -> tuple[_Point, ...]:
+    """The `points` strictly before `now`."""
+    return tuple(p for p in points if p[0] < now)
+
+
 def _since(points: tuple[_Point, ...], cutoff: float) -> tuple[_Point, ...]:
     """The time-ordered `points` strictly after `cutoff` (a slice: no copy when none expire)."""
     for index, (t, _) in enumerate(points):
@@ -597,26 +608,28 @@ def _slope(points: Sequence[tuple[float, float]]) -> float:
         sum_tt += t * t
         sum_tv += t * v
     var_t = sum_tt - sum_t * sum_t / n
-    if var_t <= 1e-12 * max(1.0, sum_tt):
+    if var_t <= 1e-12 * (sum_tt if sum_tt > 1.0 else 1.0):
         return 0.0
     return (sum_tv - sum_t * sum_v / n) / var_t
 
 
-def _sustained_slope(points: Sequence[tuple[float, float]]) -> float:
-    """The rise per second that both halves of the window agree on; 0 unless both rise.
+def _trend(points: Sequence[tuple[float, float]], window: float) -> float:
+    """The rise per second that both halves of the window agree on, if it is a trend; else 0.
 
     A step (flat, jump, flat) has a positive slope over the whole window but none within
-    either half, so it is not extrapolated; a ramp rises in both halves.
+    either half, so it is not extrapolated; a ramp rises in both halves. At low request
+    rates a 1m rate() is noisy (Poisson): only a rise of at least one replica's worth across
+    the `window` counts as a trend, not a wobble.
     """
     if len(points) < 4:
         return 0.0
     half = len(points) // 2
     first = _slope(points[:half])
-    if first <= 0.0:
-        return 0.0  # whatever the second half does
+    if not first * window >= _TREND_RISE:
+        return 0.0  # whatever the second half does: the lower of the two decides
     second = _slope(points[half:])
-    low = second if second < first else first
-    return low if low > 0.0 else 0.0
+    slope = second if second < first else first
+    return slope if slope * window >= _TREND_RISE else 0.0
 
 
 def _observed_changes(
@@ -630,11 +643,17 @@ def _observed_changes(
     """
     changes = state.scale_changes
     if changes:
-        period = plan.change_period
-        changes = tuple((t, delta) for t, delta in changes if now - t < period)
+        changes = _within_period(changes, now, plan.change_period)
     if state.observed_replicas is not None and current != state.observed_replicas:
         changes = (*changes, (now, current - state.observed_replicas))
     return changes
+
+
+def _within_period(
+    changes: tuple[tuple[float, int], ...], now: float, period: float
+) -> tuple[tuple[float, int], ...]:
+    """The `changes` less than `period` seconds before `now`."""
+    return tuple((t, delta) for t, delta in changes if now - t < period)
 
 
 def _release_hold(plan: _Plan, state: ModelState) -> float:
@@ -733,14 +752,20 @@ def _limit_step(
     """Step 5b: at most maxStep replicas added (removed) within any periodSeconds."""
     if desired > current:
         period = plan.up_period
-        done = sum(d for t, d in changes if d > 0 and now - t < period) if changes else 0
+        done = 0
+        for t, delta in changes:
+            if delta > 0 and now - t < period:
+                done += delta
         limit = current + max(0, plan.up_step - done)
         if desired > limit:
             reasons.append(Reason.STEP_LIMITED)
             return limit
     elif desired < current:
         period = plan.down_period
-        done = -sum(d for t, d in changes if d < 0 and now - t < period) if changes else 0
+        done = 0
+        for t, delta in changes:
+            if delta < 0 and now - t < period:
+                done -= delta
         limit = current - max(0, plan.down_step - done)
         if desired < limit:
             reasons.append(Reason.STEP_LIMITED)
