@@ -44,7 +44,15 @@ from scaler.core.placement import Occupancy
 from scaler.core.policy import FallbackMode, ModelPolicy
 from scaler.core.signals import Signal
 from scaler.core.sizing import Sizing, arrival_rate, size_for_slo
-from scaler.core.types import ClusterState, Decision, ModelState, Observation, Reason
+from scaler.core.types import (
+    ClusterState,
+    Decision,
+    ModelState,
+    Observation,
+    Reason,
+    build_decision,
+    build_state,
+)
 
 # Float noise guard: 4.0000000001 / 2 must still be 2 replicas, not 3.
 _EPS = 1e-9
@@ -52,6 +60,12 @@ _EPS = 1e-9
 # The shortest keep-alive: a request must have had a scrape (15 s) and a tick (5 s) to be
 # seen before an idle model goes to zero.
 _KEEP_ALIVE_FLOOR_SECONDS = 30.0
+
+# The enum members every model's decision reads, as module names: in Python 3.11 reading
+# a member off its class goes through EnumType.__getattr__, ten times a name's cost.
+_REQUEST_RATE, _INFLIGHT_REQUESTS = Signal.REQUEST_RATE, Signal.INFLIGHT_REQUESTS
+_QUEUE_DEPTH = Signal.QUEUE_DEPTH
+_DEMAND, _SLO_SIZED = Reason.DEMAND, Reason.SLO_SIZED
 
 # A trend rises by at least one replica's worth across the trend window (less float noise).
 _TREND_RISE = 1.0 - 1e-6
@@ -253,7 +267,7 @@ def _decide(
             demand = raw
     if demand is None:
         return _hold(observation, plan, state, occupancy, now, stale, signals, starting_since)
-    reasons: list[Reason] = [Reason.DEMAND]
+    reasons: list[Reason] = [_DEMAND]
     partial = len(demands) < len(plan.targets)
     if partial:
         reasons.append(Reason.PARTIAL_DATA)
@@ -264,8 +278,8 @@ def _decide(
     # per-signal targets whenever it has what it needs; the targets stay the fallback.
     service = state.service
     sizing: Sizing | None = None
-    rate = signals.get(Signal.REQUEST_RATE)
-    inflight = signals.get(Signal.INFLIGHT_REQUESTS)
+    rate = signals.get(_REQUEST_RATE)
+    inflight = signals.get(_INFLIGHT_REQUESTS)
     if plan.sized and rate is not None and inflight is not None:
         # The profile (service time, burstiness) comes from the state as it was before this
         # tick: a reading cannot lower its own estimate, so more load never sizes smaller.
@@ -280,7 +294,7 @@ def _decide(
             window_s=plan.window,
             service_cv=plan.service_cv,
         )
-        queued = signals.get(Signal.QUEUE_DEPTH, 0.0)
+        queued = signals.get(_QUEUE_DEPTH, 0.0)
         busy = inflight - queued if inflight - queued > 0.0 else 0.0
         service = service.observe(
             rate=rate,
@@ -311,7 +325,7 @@ def _decide(
         demand = sizing.replicas if sizing.replicas >= floor else floor
         arrivals = sizing.load / plan.slots
         tolerated = False
-        reasons[0] = Reason.SLO_SIZED
+        reasons[0] = _SLO_SIZED
     if held:
         reasons.append(Reason.COLD_START_HOLD)
     if tolerated and demand == current:
@@ -408,7 +422,7 @@ def _decide(
     desired = _bound(desired, plan, reasons)
     release_gaps, released_at = _track_releases(state, current, desired, now)
 
-    decision = Decision(
+    decision = build_decision(
         plan.model,
         now,
         desired,
@@ -423,7 +437,7 @@ def _decide(
         sizing,
         keep_alive,
     )
-    next_state = ModelState(
+    next_state = build_state(
         recommendations,
         history,
         last_active,
