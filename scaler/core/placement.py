@@ -20,6 +20,7 @@ runs are visited one by one. A tick of 1,000 models stays in milliseconds
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Mapping
 from heapq import heapify, heappop, heappush
 
 from scaler.core.policy import ModelPolicy
@@ -44,9 +45,9 @@ class Occupancy:
         self.free: dict[str, float] = dict(cluster.used_gib)
         for node in cluster.nodes:
             self.free[node.name] = node.allocatable_gib - self.free[node.name]
-        self.placed: dict[str, dict[str, int]] = {
-            model: dict(nodes) for model, nodes in cluster.placed_by_model.items()
-        }
+        # A model's map is replaced when it is reserved, never changed in place: the
+        # cluster's own maps can be shared.
+        self.placed: dict[str, Mapping[str, int]] = dict(cluster.placed_by_model)
         # (free GiB, node) ascending: bisect counts, the tail gives the roomiest nodes.
         self._sorted = sorted(zip(self.free.values(), self.free, strict=True))
         # The same free GiB alone, index for index: counting by bisection over floats is
@@ -57,7 +58,7 @@ class Occupancy:
         """An independent copy (for a tick that reserves as it goes)."""
         clone = Occupancy.__new__(Occupancy)
         clone.free = dict(self.free)
-        clone.placed = {model: dict(nodes) for model, nodes in self.placed.items()}
+        clone.placed = dict(self.placed)
         clone._sorted = list(self._sorted)
         clone._gibs = list(self._gibs)
         return clone
