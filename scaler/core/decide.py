@@ -600,9 +600,11 @@ def _before(points: tuple[_Point, ...], now: float) -> tuple[_Point, ...]:
 
 def _since(points: tuple[_Point, ...], cutoff: float) -> tuple[_Point, ...]:
     """The time-ordered `points` strictly after `cutoff` (a slice: no copy when none expire)."""
-    for index, (t, _) in enumerate(points):
-        if t > cutoff:
-            return points[index:] if index else points
+    if not points or points[0][0] > cutoff:
+        return points
+    for index in range(1, len(points)):
+        if points[index][0] > cutoff:
+            return points[index:]
     return ()
 
 

@@ -68,7 +68,8 @@ class Observation:
     @property
     def starting_replicas(self) -> int:
         """Requested replicas not ready yet: capacity already on its way."""
-        return max(0, self.current_replicas - self.ready_replicas)
+        starting = self.current_replicas - self.ready_replicas
+        return starting if starting > 0 else 0
 
 
 @dataclass(frozen=True, slots=True)
