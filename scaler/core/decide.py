@@ -32,8 +32,11 @@ The steps, in order, each appending a Reason when it shapes the number:
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from functools import partial
+from operator import attrgetter
 from typing import TypeVar
 
 from scaler.core.keepalive import MIN_GAPS, keep_alive_seconds, remember_gap
@@ -41,7 +44,15 @@ from scaler.core.placement import Occupancy
 from scaler.core.policy import FallbackMode, ModelPolicy
 from scaler.core.signals import Signal
 from scaler.core.sizing import Sizing, arrival_rate, size_for_slo
-from scaler.core.types import ClusterState, Decision, ModelState, Observation, Reason
+from scaler.core.types import (
+    ClusterState,
+    Decision,
+    ModelState,
+    Observation,
+    Reason,
+    build_decision,
+    build_state,
+)
 
 # Float noise guard: 4.0000000001 / 2 must still be 2 replicas, not 3.
 _EPS = 1e-9
@@ -50,9 +61,150 @@ _EPS = 1e-9
 # seen before an idle model goes to zero.
 _KEEP_ALIVE_FLOOR_SECONDS = 30.0
 
+# The enum members every model's decision reads, as module names: in Python 3.11 reading
+# a member off its class goes through EnumType.__getattr__, ten times a name's cost.
+_REQUEST_RATE, _INFLIGHT_REQUESTS = Signal.REQUEST_RATE, Signal.INFLIGHT_REQUESTS
+_QUEUE_DEPTH = Signal.QUEUE_DEPTH
+_DEMAND, _SLO_SIZED = Reason.DEMAND, Reason.SLO_SIZED
+
+# A trend rises by at least one replica's worth across the trend window (less float noise).
+_TREND_RISE = 1.0 - 1e-6
+
 # The shortest scale-down hold: a dip must outlast one scrape (15 s) to be more than the
 # noise of a single reading.
 _RELEASE_FLOOR_SECONDS = 15.0
+
+
+class _Plan:
+    """The numbers decide() reads off one policy, computed once per policy object.
+
+    A policy is immutable, and each read of a nested pydantic field (``policy.cold_start.
+    seconds``) costs more than the arithmetic it feeds: a 1,000-model tick made some 60 such
+    reads per model. Derived values are computed here by the same expressions decide() used
+    inline, so every float comes out the same.
+    """
+
+    __slots__ = (
+        "activation_signals",
+        "activation_threshold",
+        "change_period",
+        "cold_start",
+        "down_period",
+        "down_step",
+        "down_window",
+        "fallback",
+        "horizon",
+        "idle_prior",
+        "max_replicas",
+        "min_replicas",
+        "miss",
+        "model",
+        "need",
+        "on_demand",
+        "order",
+        "overdue_after",
+        "per_node",
+        "prior_requests",
+        "rate_horizon",
+        "reaction",
+        "release_floor",
+        "release_hold",
+        "restart_cost",
+        "service_cv",
+        "service_prior",
+        "shown_miss",
+        "sized",
+        "slots",
+        "stale_after",
+        "targets",
+        "tolerance",
+        "trend_window",
+        "up_period",
+        "up_step",
+        "up_window",
+        "wait",
+        "window",
+    )
+
+    def __init__(self, policy: ModelPolicy) -> None:
+        self.model = policy.model
+        self.on_demand = policy.on_demand
+        self.order = (self.on_demand, self.model)
+        # (signal, per-replica target, whether it grows with the backlog), Signal order.
+        self.targets = tuple((s, t, s.grows_with_backlog) for s, t in policy.targets.items())
+        self.tolerance = policy.tolerance
+        self.stale_after = policy.data.stale_after_seconds
+        self.overdue_after = policy.cold_start.overdue_after_seconds
+        self.cold_start = policy.cold_start.seconds
+        self.trend_window = policy.cold_start.trend_window_seconds
+        self.min_replicas = policy.replicas.min
+        self.max_replicas = policy.replicas.max
+        self.need = policy.placement.memory_gib
+        self.per_node = policy.placement.max_per_node
+        self.up_window = policy.scale_up.stabilization_seconds
+        self.up_period = policy.scale_up.period_seconds
+        self.up_step = policy.scale_up.max_step
+        self.down_window = policy.scale_down.stabilization_seconds
+        self.down_period = policy.scale_down.period_seconds
+        self.down_step = policy.scale_down.max_step
+        self.change_period = max(self.up_period, self.down_period)
+        self.fallback = policy.fallback
+        rule = policy.scale_to_zero
+        # None: any positive signal is activity (models without a scaleToZero section).
+        self.activation_signals = None if rule is None else rule.activation_signals
+        self.activation_threshold = 0.0 if rule is None else rule.activation_threshold
+        self.restart_cost = policy.restart_cost_seconds
+        self.idle_prior = rule.idle_seconds if rule is not None else math.inf
+        sizing = policy.sizing
+        self.sized = sizing is not None
+        # The SLO sizing's numbers; placeholders (never read) for policies without it.
+        self.slots = 1 if sizing is None else sizing.slots_per_replica
+        self.service_prior = 1.0 if sizing is None else sizing.service_seconds
+        self.prior_requests = 0.0 if sizing is None else sizing.prior_requests
+        self.horizon = 1.0 if sizing is None else sizing.calibration_seconds
+        self.rate_horizon = 1.0 if sizing is None else sizing.rate_horizon_seconds
+        self.window = 1.0 if sizing is None else sizing.rate_window_seconds
+        self.service_cv = 1.0 if sizing is None else sizing.service_cv
+        # The reaction time: detection, then the cold start (also a release's restart cost).
+        self.reaction = 0.0 if sizing is None else sizing.detection_seconds + self.cold_start
+        self.wait = policy.slo.queue_wait_seconds
+        self.miss = policy.sizing_miss_ratio
+        # The miss ratio the wait is shown at, when the sizing aims elsewhere.
+        aims_elsewhere = sizing is not None and sizing.aim_percentile is not None
+        self.shown_miss = policy.slo_miss_ratio if aims_elsewhere else None
+        # The scale-down hold until enough release gaps are known (see _release_hold).
+        window = self.down_window
+        self.release_hold = (
+            window if sizing is None else min(window, max(self.reaction, _RELEASE_FLOOR_SECONDS))
+        )
+        self.release_floor = min(window, _RELEASE_FLOOR_SECONDS)
+
+
+# Keyed by id(policy): a policy (pydantic, with a dict field) is not hashable. The weak
+# reference tells the policy from a later one at a reused address, and its callback drops
+# the entry with the policy, so the cache holds only the plans of live policies.
+_PLANS: dict[int, tuple[weakref.ref[ModelPolicy], _Plan]] = {}
+
+
+# decide_all()'s order: always-on models first, then on-demand ones, each by name.
+_ORDER = attrgetter("order")
+
+
+def _plan(policy: ModelPolicy) -> _Plan:
+    """The policy's plan, computed on first use (a pure cache: same policy, same plan)."""
+    key = id(policy)
+    entry = _PLANS.get(key)
+    if entry is not None and entry[0]() is policy:
+        return entry[1]
+    plan = _Plan(policy)
+    _PLANS[key] = (weakref.ref(policy, partial(_forget, key)), plan)
+    return plan
+
+
+def _forget(key: int, ref: weakref.ref[ModelPolicy]) -> None:
+    entry = _PLANS.get(key)
+    if entry is not None and entry[0] is ref:
+        del _PLANS[key]
 
 
 def decide(
@@ -64,12 +216,12 @@ def decide(
 ) -> tuple[Decision, ModelState]:
     """The desired replicas for one model now, and the state to pass to the next call (pure)."""
     occupancy = Occupancy(cluster) if cluster.nodes else None
-    return _decide(observation, policy, state, occupancy, now)
+    return _decide(observation, _plan(policy), state, occupancy, now)
 
 
 def _decide(
     observation: Observation,
-    policy: ModelPolicy,
+    plan: _Plan,
     state: ModelState,
     occupancy: Occupancy | None,
     now: float,
@@ -80,55 +232,55 @@ def _decide(
     starting_since = (
         (state.starting_since if state.starting_since is not None else now) if starting else None
     )
-    signals = {s: v for s, v in observation.signals.items() if math.isfinite(v) and v >= 0.0}
-    targets = policy.targets.items()
-    targeted = [s for s, _ in targets if s in signals]
-    stale = (
-        observation.sample_time is not None
-        and now - observation.sample_time > policy.data.stale_after_seconds
-    )
-    if not targeted or stale:
-        return _hold(observation, policy, state, occupancy, now, stale, signals, starting_since)
-
-    reasons: list[Reason] = [Reason.DEMAND]
-    partial = len(targeted) < len(targets)
-    if partial:
-        reasons.append(Reason.PARTIAL_DATA)
+    # The usable readings: finite and not negative (NaN fails both comparisons).
+    signals: dict[Signal, float] = {}
+    for signal, reading in observation.signals.items():
+        if 0.0 <= reading < math.inf:
+            signals[signal] = reading
+    stale = observation.sample_time is not None and now - observation.sample_time > plan.stale_after
+    if stale:
+        return _hold(observation, plan, state, occupancy, now, stale, signals, starting_since)
 
     # 2. Demand per signal, with the tolerance band around the current count.
-    overdue = (
-        starting_since is not None
-        and now - starting_since > policy.cold_start.overdue_after_seconds
-    )
+    overdue = starting_since is not None and now - starting_since > plan.overdue_after
     hold_backlog = starting > 0 and not overdue
-    if overdue:
-        reasons.append(Reason.COLD_START_OVERDUE)
     demands: dict[Signal, int] = {}
+    demand: int | None = None  # the largest of `demands`; None: no targeted signal read
     arrivals = 0.0  # demand in fractional replicas from arrival-driven signals, for the trend
     held = tolerated = False
-    for signal, target in targets:
-        if signal not in signals:
+    for signal, target, grows_with_backlog in plan.targets:
+        value = signals.get(signal)
+        if value is None:
             continue
-        ratio = signals[signal] / target
+        ratio = value / target
         raw = math.ceil(ratio - _EPS)
-        if raw != current and _within(ratio, current, policy.tolerance):
+        if raw != current and _within(ratio, current, plan.tolerance):
             raw, tolerated = current, True
-        if hold_backlog and signal.grows_with_backlog and raw > current:
-            # 3a. This backlog is what the starting replicas are coming to serve.
-            raw, held = current, True
+        if grows_with_backlog:
+            if hold_backlog and raw > current:
+                # 3a. This backlog is what the starting replicas are coming to serve.
+                raw, held = current, True
+        elif ratio > arrivals:
+            arrivals = ratio
         demands[signal] = raw
-        if not signal.grows_with_backlog:
-            arrivals = max(arrivals, ratio)
-    demand = max(demands.values())
+        if demand is None or raw > demand:
+            demand = raw
+    if demand is None:
+        return _hold(observation, plan, state, occupancy, now, stale, signals, starting_since)
+    reasons: list[Reason] = [_DEMAND]
+    partial = len(demands) < len(plan.targets)
+    if partial:
+        reasons.append(Reason.PARTIAL_DATA)
+    if overdue:
+        reasons.append(Reason.COLD_START_OVERDUE)
 
     # 2b. SLO sizing (policies with a sizing section): the queueing model replaces the
     # per-signal targets whenever it has what it needs; the targets stay the fallback.
     service = state.service
     sizing: Sizing | None = None
-    rule = policy.sizing
-    if rule is not None and Signal.REQUEST_RATE in signals and Signal.INFLIGHT_REQUESTS in signals:
-        rate = signals[Signal.REQUEST_RATE]
-        inflight = signals[Signal.INFLIGHT_REQUESTS]
+    rate = signals.get(_REQUEST_RATE)
+    inflight = signals.get(_INFLIGHT_REQUESTS)
+    if plan.sized and rate is not None and inflight is not None:
         # The profile (service time, burstiness) comes from the state as it was before this
         # tick: a reading cannot lower its own estimate, so more load never sizes smaller.
         # The dispersion is how much wider than Poisson the count of arrivals runs:
@@ -136,42 +288,44 @@ def _decide(
         # index buys more headroom than it saves misses on the bench suite). `proven`: see
         # below.
         seconds, dispersion, proven = service.profile(
-            prior_s=rule.service_seconds,
-            prior_requests=rule.prior_requests,
-            horizon=rule.calibration_seconds,
-            window_s=rule.rate_window_seconds,
-            service_cv=rule.service_cv,
+            prior_s=plan.service_prior,
+            prior_requests=plan.prior_requests,
+            horizon=plan.horizon,
+            window_s=plan.window,
+            service_cv=plan.service_cv,
         )
-        busy = max(0.0, inflight - signals.get(Signal.QUEUE_DEPTH, 0.0))
+        queued = signals.get(_QUEUE_DEPTH, 0.0)
+        busy = inflight - queued if inflight - queued > 0.0 else 0.0
         service = service.observe(
             rate=rate,
             busy=busy,
             now=now,
-            horizon=rule.calibration_seconds,
-            rate_horizon=rule.rate_horizon_seconds,
-            window_s=rule.rate_window_seconds,
+            horizon=plan.horizon,
+            rate_horizon=plan.rate_horizon,
+            window_s=plan.window,
         )
-        rate = arrival_rate(rate, rule.rate_window_seconds, service.mean_rate())
+        rate = arrival_rate(rate, plan.window, service.mean_rate())
         # Little's law the other way round: the long-run busy slots prove a throughput of
         # busy / S. It keeps the sizing honest where the request counter under-counts or
         # reads 0 (llama.cpp has none: its rate is the activator's, and requests that
         # bypass the activator are not in it); where the counter is right it is the same.
-        rate = max(rate, proven)
+        if proven > rate:
+            rate = proven
         # While replicas start, the requests in the system are what they come to serve:
         # their queue is not projected forward again (that cascades: 2 -> 4 -> 8), only the
         # arrivals are. Every request present still needs a slot: the floor asks for the
         # slots the requests in the system occupy, never for one of them twice.
-        sizing = _size(policy, rate, 0.0 if hold_backlog else inflight, seconds, dispersion)
-        floor = math.ceil(inflight / rule.slots_per_replica - _EPS)
+        sizing = _size(plan, rate, 0.0 if hold_backlog else inflight, seconds, dispersion)
+        floor = math.ceil(inflight / plan.slots - _EPS)
         # Held too, unless a replica asked for now is serving before one service time has
         # passed: then it takes part of the backlog (Mixtral: 60 s start, 90 s requests);
         # otherwise the replicas already starting drain it first (mistral: 90 s, 50 s).
-        if hold_backlog and floor > current and policy.cold_start.seconds >= seconds:
+        if hold_backlog and floor > current and plan.cold_start >= seconds:
             floor, held = current, True
-        demand = max(sizing.replicas, floor)
-        arrivals = sizing.load / rule.slots_per_replica
+        demand = sizing.replicas if sizing.replicas >= floor else floor
+        arrivals = sizing.load / plan.slots
         tolerated = False
-        reasons[0] = Reason.SLO_SIZED
+        reasons[0] = _SLO_SIZED
     if held:
         reasons.append(Reason.COLD_START_HOLD)
     if tolerated and demand == current:
@@ -180,29 +334,32 @@ def _decide(
     # 3b. Project demand cold-start seconds ahead from a sustained rise in arrivals. Only
     # arrival-driven signals are extrapolated: a growing queue is as much a symptom of
     # missing capacity as of rising demand. Not at zero: a wake-up is a step, not a trend.
-    recent = _since(state.demand_history, now - policy.cold_start.trend_window_seconds - _EPS)
-    history = (*(p for p in recent if p[0] < now), (now, arrivals))
-    slope = _sustained_slope(history)
-    # At low request rates a 1m rate() is noisy (Poisson): only a rise of at least one
-    # replica's worth across the window counts as a trend, not a wobble.
-    if current > 0 and slope * policy.cold_start.trend_window_seconds >= 1.0 - 1e-6:
-        projected_level = arrivals + slope * policy.cold_start.seconds
-        if sizing is not None and rule is not None:
+    recent = _since(state.demand_history, now - plan.trend_window - _EPS)
+    if not recent or recent[-1][0] < now:
+        # The history is time-ordered (each tick appends after the points before it): all
+        # of it is older than now.
+        history = (*recent, (now, arrivals))
+    else:
+        history = (*_before(recent, now), (now, arrivals))
+    slope = _trend(history, plan.trend_window) if current > 0 else 0.0
+    if slope > 0.0:
+        projected_level = arrivals + slope * plan.cold_start
+        if sizing is not None:
             # The projected load, in requests/s, through the same queueing model.
-            projected_rate = projected_level * rule.slots_per_replica / sizing.service_seconds
+            projected_rate = projected_level * plan.slots / sizing.service_seconds
             projected = _size(
-                policy, projected_rate, 0.0, sizing.service_seconds, sizing.dispersion
+                plan, projected_rate, 0.0, sizing.service_seconds, sizing.dispersion
             ).replicas
         else:
             projected = math.ceil(projected_level - _EPS)
-            if _within(projected_level, current, policy.tolerance):
+            if _within(projected_level, current, plan.tolerance):
                 projected = current
         if projected > demand:
             demand = projected
             reasons.append(Reason.TREND_PROJECTED)
 
     # 4. Zero handling.
-    active, idle_known = _activity(signals, policy)
+    active, idle_known = _activity(signals, plan)
     last_active = now if active else state.last_active
     idle_since = (
         None
@@ -211,25 +368,26 @@ def _decide(
     )
     idle_gaps = state.idle_gaps
     keep_alive: float | None = None
-    if policy.on_demand:
+    on_demand = plan.on_demand
+    if on_demand:
         if active and state.idle_since is not None:
             # An idle run just ended with a request: one more sample of the gap distribution.
             idle_gaps = remember_gap(idle_gaps, now - state.idle_since)
         keep_alive = keep_alive_seconds(
             idle_gaps,
-            restart_cost_s=policy.restart_cost_seconds,
-            prior_s=_idle_seconds(policy),
+            restart_cost_s=plan.restart_cost,
+            prior_s=plan.idle_prior,
             floor_s=_KEEP_ALIVE_FLOOR_SECONDS,
         )
     recommendations = state.recommendations
-    changes = _observed_changes(state, current, policy, now)
-    if policy.on_demand and current == 0:
-        desired = max(1, demand) if active else 0
+    changes = _observed_changes(state, current, plan, now)
+    if on_demand and current == 0:
+        desired = (demand if demand > 1 else 1) if active else 0
         reasons.append(Reason.SCALE_FROM_ZERO if active else Reason.IDLE_AT_ZERO)
         if active:
-            desired = _limit_step(desired, current, policy, changes, now, reasons)
+            desired = _limit_step(desired, current, plan, changes, now, reasons)
     elif (
-        policy.on_demand
+        on_demand
         and idle_since is not None
         and starting == 0
         and keep_alive is not None
@@ -239,82 +397,84 @@ def _decide(
         desired = 0
         reasons.append(Reason.SCALE_TO_ZERO)
     else:
-        if policy.on_demand and demand < 1:
+        if on_demand and demand < 1:
             demand = 1
             reasons.append(Reason.IDLE_PENDING)
-        down_window = _release_hold(policy, state)
+        down_window = _release_hold(plan, state)
         desired, recommendations = _stabilize(
-            demand, current, policy, state, now, reasons, down_window
+            demand, current, plan, state, now, reasons, down_window
         )
         if partial and desired < current:
             desired = current  # a missing signal may hide load: never scale down on it
-        desired = _limit_step(desired, current, policy, changes, now, reasons)
+        desired = _limit_step(desired, current, plan, changes, now, reasons)
 
     # 6. Placement cap; 7. bounds.
-    cap = occupancy.capacity(policy) if occupancy is not None else None
+    cap = (
+        occupancy.capacity_for(plan.model, plan.need, plan.per_node)
+        if occupancy is not None
+        else None
+    )
     if cap is not None and desired > cap:
         floor = min(desired, observation.ready_replicas)
         if max(cap, floor) < desired:
             desired = max(cap, floor)
             reasons.append(Reason.PLACEMENT_CAP)
-    desired = _bound(desired, policy, reasons)
+    desired = _bound(desired, plan, reasons)
     release_gaps, released_at = _track_releases(state, current, desired, now)
 
-    decision = Decision(
-        model=policy.model,
-        time=now,
-        desired_replicas=desired,
-        current_replicas=current,
-        ready_replicas=observation.ready_replicas,
-        starting_replicas=starting,
-        signals=signals,
-        demands=demands,
-        demand=demand,
-        placement_cap=cap,
-        reasons=tuple(reasons),
-        sizing=sizing,
-        keep_alive_s=keep_alive,
+    decision = build_decision(
+        plan.model,
+        now,
+        desired,
+        current,
+        observation.ready_replicas,
+        starting,
+        signals,
+        demands,
+        demand,
+        cap,
+        tuple(reasons),
+        sizing,
+        keep_alive,
     )
-    next_state = ModelState(
-        recommendations=recommendations,
-        demand_history=history,
-        last_active=last_active,
-        idle_since=idle_since,
-        consecutive_failures=0,
-        starting_since=starting_since,
-        last_desired=desired,
-        scale_changes=changes,
-        observed_replicas=current,
-        service=service,
-        idle_gaps=idle_gaps,
-        release_gaps=release_gaps,
-        released_at=released_at,
+    next_state = build_state(
+        recommendations,
+        history,
+        last_active,
+        idle_since,
+        0,  # consecutive failures
+        starting_since,
+        desired,
+        changes,
+        current,
+        service,
+        idle_gaps,
+        release_gaps,
+        released_at,
     )
     return decision, next_state
 
 
 def _size(
-    policy: ModelPolicy, rate: float, in_system: float, service_seconds: float, dispersion: float
+    plan: _Plan, rate: float, in_system: float, service_seconds: float, dispersion: float
 ) -> Sizing:
     """The queueing model's replica count for `rate` requests/s (policies with sizing)."""
-    rule = policy.sizing
-    assert rule is not None
     sizing = size_for_slo(
         arrival_rate=rate,
         in_system=in_system,
-        reaction_s=rule.detection_seconds + policy.cold_start.seconds,
+        reaction_s=plan.reaction,
         service_seconds=service_seconds,
-        slots=rule.slots_per_replica,
-        wait_s=policy.slo.queue_wait_seconds,
-        miss=policy.sizing_miss_ratio,
+        slots=plan.slots,
+        wait_s=plan.wait,
+        miss=plan.miss,
         dispersion=dispersion,
-        service_cv=rule.service_cv,
-        limit=policy.replicas.max,
+        service_cv=plan.service_cv,
+        limit=plan.max_replicas,
     )
-    if rule.aim_percentile is None:
+    if plan.shown_miss is None:
         return sizing
     # The predicted wait is shown at the SLO's own percentile, whatever the aim.
-    return sizing._replace(miss=policy.slo_miss_ratio)
+    return sizing._replace(miss=plan.shown_miss)
 
 
 def decide_all(
@@ -334,22 +494,25 @@ def decide_all(
     decisions: dict[str, Decision] = {}
     next_states: dict[str, ModelState] = {}
     occupancy = Occupancy(cluster) if cluster.nodes else None
-    for policy in sorted(policies, key=lambda p: (p.on_demand, p.model)):
-        observation = observations.get(policy.model) or Observation(
-            model=policy.model, signals={}, sample_time=None, current_replicas=0, ready_replicas=0
+    plans = sorted(map(_plan, policies), key=_ORDER)
+    fresh = ModelState()  # immutable: one serves every model without a state yet
+    for plan in plans:
+        model = plan.model
+        observation = observations.get(model) or Observation(
+            model=model, signals={}, sample_time=None, current_replicas=0, ready_replicas=0
         )
-        decision, next_states[policy.model] = _decide(
-            observation, policy, states.get(policy.model, ModelState()), occupancy, now
+        decision, next_states[model] = _decide(
+            observation, plan, states.get(model, fresh), occupancy, now
         )
-        decisions[policy.model] = decision
+        decisions[model] = decision
         if occupancy is not None:
-            occupancy.reserve(policy, decision.desired_replicas)
+            occupancy.reserve_for(model, plan.need, plan.per_node, decision.desired_replicas)
     return decisions, next_states
 
 
 def _hold(
     observation: Observation,
-    policy: ModelPolicy,
+    plan: _Plan,
     state: ModelState,
     occupancy: Occupancy | None,
     now: float,
@@ -362,8 +525,12 @@ def _hold(
     failures = state.consecutive_failures + 1
     reasons = [Reason.STALE_DATA if stale else Reason.NO_DATA]
     desired = current
-    cap = occupancy.capacity(policy) if occupancy is not None else None
-    fallback = policy.fallback
+    cap = (
+        occupancy.capacity_for(plan.model, plan.need, plan.per_node)
+        if occupancy is not None
+        else None
+    )
+    fallback = plan.fallback
     if (
         failures >= fallback.after_failures
         and fallback.mode is FallbackMode.AT_LEAST
@@ -372,9 +539,9 @@ def _hold(
         desired = fallback.replicas if cap is None else max(current, min(fallback.replicas, cap))
         if desired > current:
             reasons.append(Reason.FALLBACK)
-    desired = _bound(desired, policy, reasons)
+    desired = _bound(desired, plan, reasons)
     decision = Decision(
-        model=policy.model,
+        model=plan.model,
         time=now,
         desired_replicas=desired,
         current_replicas=current,
@@ -393,25 +560,29 @@ def _hold(
         idle_since=None,
         starting_since=starting_since,
         last_desired=desired,
-        scale_changes=_observed_changes(state, current, policy, now),
+        scale_changes=_observed_changes(state, current, plan, now),
         observed_replicas=current,
     )
     return decision, next_state
 
 
-def _activity(signals: Mapping[Signal, float], policy: ModelPolicy) -> tuple[bool, bool]:
+def _activity(signals: Mapping[Signal, float], plan: _Plan) -> tuple[bool, bool]:
     """(active, idle_known): whether an activation signal is over the threshold, and
     whether every activation signal was read (idleness is only known when all were)."""
-    rule = policy.scale_to_zero
-    if rule is None:
-        return any(v > 0 for v in signals.values()), True
-    seen = [signals[s] for s in rule.activation_signals if s in signals]
-    active = any(v > rule.activation_threshold for v in seen)
-    return active, len(seen) == len(rule.activation_signals)
-
-
-def _idle_seconds(policy: ModelPolicy) -> float:
-    return policy.scale_to_zero.idle_seconds if policy.scale_to_zero else math.inf
+    if plan.activation_signals is None:
+        for value in signals.values():
+            if value > 0:
+                return True, True
+        return False, True
+    active = False
+    seen = 0
+    for signal in plan.activation_signals:
+        reading = signals.get(signal)
+        if reading is not None:
+            seen += 1
+            if reading > plan.activation_threshold:
+                active = True
+    return active, seen == len(plan.activation_signals)
 
 
 def _within(level: float, current: int, tolerance: float) -> bool:
@@ -422,11 +593,18 @@ def _within(level: float, current: int, tolerance: float) -> bool:
 _Point = TypeVar("_Point", bound=tuple[float, float])
 
 
+def _before(points: tuple[_Point, ...], now: float) -> tuple[_Point, ...]:
+    """The `points` strictly before `now`."""
+    return tuple(p for p in points if p[0] < now)
+
+
 def _since(points: tuple[_Point, ...], cutoff: float) -> tuple[_Point, ...]:
     """The time-ordered `points` strictly after `cutoff` (a slice: no copy when none expire)."""
-    for index, (t, _) in enumerate(points):
-        if t > cutoff:
-            return points[index:] if index else points
+    if not points or points[0][0] > cutoff:
+        return points
+    for index in range(1, len(points)):
+        if points[index][0] > cutoff:
+            return points[index:]
     return ()
 
 
@@ -446,25 +624,32 @@ def _slope(points: Sequence[tuple[float, float]]) -> float:
         sum_tt += t * t
         sum_tv += t * v
     var_t = sum_tt - sum_t * sum_t / n
-    if var_t <= 1e-12 * max(1.0, sum_tt):
+    if var_t <= 1e-12 * (sum_tt if sum_tt > 1.0 else 1.0):
         return 0.0
     return (sum_tv - sum_t * sum_v / n) / var_t
 
 
-def _sustained_slope(points: Sequence[tuple[float, float]]) -> float:
-    """The rise per second that both halves of the window agree on; 0 unless both rise.
+def _trend(points: Sequence[tuple[float, float]], window: float) -> float:
+    """The rise per second that both halves of the window agree on, if it is a trend; else 0.
 
     A step (flat, jump, flat) has a positive slope over the whole window but none within
-    either half, so it is not extrapolated; a ramp rises in both halves.
+    either half, so it is not extrapolated; a ramp rises in both halves. At low request
+    rates a 1m rate() is noisy (Poisson): only a rise of at least one replica's worth across
+    the `window` counts as a trend, not a wobble.
     """
     if len(points) < 4:
         return 0.0
     half = len(points) // 2
-    return max(0.0, min(_slope(points[:half]), _slope(points[half:])))
+    first = _slope(points[:half])
+    if not first * window >= _TREND_RISE:
+        return 0.0  # whatever the second half does: the lower of the two decides
+    second = _slope(points[half:])
+    slope = second if second < first else first
+    return slope if slope * window >= _TREND_RISE else 0.0
 
 
 def _observed_changes(
-    state: ModelState, current: int, policy: ModelPolicy, now: float
+    state: ModelState, current: int, plan: _Plan, now: float
 ) -> tuple[tuple[float, int], ...]:
     """Replica changes seen within the longest step-limit period, this tick's included.
 
@@ -472,17 +657,27 @@ def _observed_changes(
     it is decided: the HPA applies a decision up to a sync period (15 s) later, and a
     decision counted before it lands would cancel itself on the next tick.
     """
-    period = max(policy.scale_up.period_seconds, policy.scale_down.period_seconds)
-    changes = tuple((t, delta) for t, delta in state.scale_changes if now - t < period)
+    changes = state.scale_changes
+    if changes:
+        changes = _within_period(changes, now, plan.change_period)
     if state.observed_replicas is not None and current != state.observed_replicas:
         changes = (*changes, (now, current - state.observed_replicas))
     return changes
 
 
-def _release_hold(policy: ModelPolicy, state: ModelState) -> float:
+def _within_period(
+    changes: tuple[tuple[float, int], ...], now: float, period: float
+) -> tuple[tuple[float, int], ...]:
+    """The `changes` less than `period` seconds before `now`."""
+    return tuple((t, delta) for t, delta in changes if now - t < period)
+
+
+def _release_hold(plan: _Plan, state: ModelState) -> float:
     """The scale-down window: how long a replica the demand no longer needs is kept.
 
-    Releasing it and needing it again costs a restart (`_restart`: one reaction time). That
+    Releasing it and needing it again costs a restart: one reaction time (a replica released
+    and needed again is back one reaction time later, detection then the cold start: the
+    cold start is paid in memory, the detection in requests the model runs short for). That
     is the keep-alive's ski-rental again, over the gaps between a scale-down and the next
     scale-up: where released replicas are rarely needed soon the hold shrinks towards the
     15 s floor, where they come back quickly it grows, never past the policy's
@@ -490,25 +685,14 @@ def _release_hold(policy: ModelPolicy, state: ModelState) -> float:
     reaction time. Policies without sizing keep their window: their targets carry no
     lookahead.
     """
-    window = policy.scale_down.stabilization_seconds
-    if policy.sizing is None:
-        return window
-    if len(state.release_gaps) < MIN_GAPS:
-        return min(window, max(_restart(policy), _RELEASE_FLOOR_SECONDS))
+    if not plan.sized or len(state.release_gaps) < MIN_GAPS:
+        return plan.release_hold
     return keep_alive_seconds(
         state.release_gaps,
-        restart_cost_s=_restart(policy),
-        prior_s=window,
-        floor_s=min(window, _RELEASE_FLOOR_SECONDS),
+        restart_cost_s=plan.reaction,
+        prior_s=plan.down_window,
+        floor_s=plan.release_floor,
     )
-
-
-def _restart(policy: ModelPolicy) -> float:
-    """A release's restart cost in replica-seconds: the reaction time. A replica released
-    and needed again is back one reaction time later (detection, then the cold start): the
-    cold start is paid in memory, the detection in requests the model runs short for."""
-    assert policy.sizing is not None
-    return policy.sizing.detection_seconds + policy.cold_start.seconds
 
 
 def _track_releases(
@@ -530,7 +714,7 @@ def _track_releases(
 def _stabilize(
     demand: int,
     current: int,
-    policy: ModelPolicy,
+    plan: _Plan,
     state: ModelState,
     now: float,
     reasons: list[Reason],
@@ -542,16 +726,26 @@ def _stabilize(
     count), the down window (`down_window`, see _release_hold) the highest (a dip must last
     the window to count).
     """
-    up_window = policy.scale_up.stabilization_seconds
-    history = _since(state.recommendations, now - max(up_window, down_window))
+    up_window = plan.up_window
+    history = _since(
+        state.recommendations, now - (up_window if up_window >= down_window else down_window)
+    )
     if state.observed_replicas is None:
         # A fresh state (first tick, or a restart that lost its state): like the HPA's
         # first sync, the running count stands as a recommendation, so the down window
         # holds it instead of dropping straight to this tick's demand.
         history = ((now, current),)
-    up_limit = min([demand, *(r for _, r in _since(history, now - up_window))])
-    down_limit = max([demand, *(r for _, r in _since(history, now - down_window))])
-    desired = min(max(current, up_limit), down_limit)
+    # One pass over the (time-ordered) history for both windows.
+    up_cutoff, down_cutoff = now - up_window, now - down_window
+    up_limit = down_limit = demand
+    for t, recommended in history:
+        if t > up_cutoff and recommended < up_limit:
+            up_limit = recommended
+        if t > down_cutoff and recommended > down_limit:
+            down_limit = recommended
+    desired = up_limit if up_limit > current else current
+    if down_limit < desired:
+        desired = down_limit
     if desired < demand:
         reasons.append(Reason.STABILIZED_UP)
     elif desired > demand:
@@ -566,35 +760,41 @@ def _stabilize(
 def _limit_step(
     desired: int,
     current: int,
-    policy: ModelPolicy,
+    plan: _Plan,
     changes: Sequence[tuple[float, int]],
     now: float,
     reasons: list[Reason],
 ) -> int:
     """Step 5b: at most maxStep replicas added (removed) within any periodSeconds."""
     if desired > current:
-        rule = policy.scale_up
-        done = sum(d for t, d in changes if d > 0 and now - t < rule.period_seconds)
-        limit = current + max(0, rule.max_step - done)
+        period = plan.up_period
+        done = 0
+        for t, delta in changes:
+            if delta > 0 and now - t < period:
+                done += delta
+        limit = current + max(0, plan.up_step - done)
         if desired > limit:
             reasons.append(Reason.STEP_LIMITED)
             return limit
     elif desired < current:
-        rule = policy.scale_down
-        done = -sum(d for t, d in changes if d < 0 and now - t < rule.period_seconds)
-        limit = current - max(0, rule.max_step - done)
+        period = plan.down_period
+        done = 0
+        for t, delta in changes:
+            if delta < 0 and now - t < period:
+                done -= delta
+        limit = current - max(0, plan.down_step - done)
         if desired < limit:
             reasons.append(Reason.STEP_LIMITED)
             return limit
     return desired
 
 
-def _bound(desired: int, policy: ModelPolicy, reasons: list[Reason]) -> int:
+def _bound(desired: int, plan: _Plan, reasons: list[Reason]) -> int:
     """Step 7: clamp to [replicas.min, replicas.max]."""
-    if desired < policy.replicas.min:
+    if desired < plan.min_replicas:
         reasons.append(Reason.BOUNDED_MIN)
-        return policy.replicas.min
-    if desired > policy.replicas.max:
+        return plan.min_replicas
+    if desired > plan.max_replicas:
         reasons.append(Reason.BOUNDED_MAX)
-        return policy.replicas.max
+        return plan.max_replicas
     return desired

@@ -114,7 +114,7 @@ class _CountTail:
 
     def __init__(self, survivors: float, arrivals: float, dispersion: float) -> None:
         mean = survivors + arrivals
-        variance = survivors + max(1.0, dispersion) * arrivals
+        variance = survivors + (dispersion if dispersion > 1.0 else 1.0) * arrivals
         ratio = variance / mean if mean > 0.0 else 1.0
         self._mean = mean
         if ratio <= 1.0 + 1e-9:
@@ -150,7 +150,9 @@ class _CountTail:
                 k += 1
                 below += term
         self._k, self._term, self._below = k, term, below
-        return min(1.0, max(0.0, 1.0 - below))
+        # Clamped to [0, 1] by comparisons: min()/max() calls cost more (hot path).
+        tail = 1.0 - below
+        return 0.0 if not tail > 0.0 else (tail if tail < 1.0 else 1.0)
 
 
 _CAPACITY_TOLERANCE = 0.1
@@ -198,7 +200,7 @@ def size_for_slo(
     reported with it.
     """
     load = arrival_rate * service_seconds
-    spread = variability(max(1.0, dispersion), service_cv)
+    spread = variability(dispersion if dispersion > 1.0 else 1.0, service_cv)
     survive = math.exp(-reaction_s / service_seconds)
     survivors = in_system * survive
     arrivals = load * (1.0 - survive)
@@ -230,8 +232,9 @@ def arrival_rate(short: float, window_s: float, long: float | None, z: float = 2
     if long is None:
         return short  # nothing to tell noise from: the reading as it is
     count = short * window_s
-    proven = max(0.0, count - z * math.sqrt(count)) / window_s
-    return max(long, proven)
+    proven = count - z * math.sqrt(count)
+    proven = (proven if proven > 0.0 else 0.0) / window_s
+    return proven if proven > long else long
 
 
 _MIN_DISPERSION_REQUESTS = 30.0
@@ -306,7 +309,9 @@ class ServiceEstimate(NamedTuple):
             return 1.0
         mean = self.rate / self.weight * window_s
         variance = self.count_sq / self.weight - mean * mean
-        return min(20.0, max(0.5, variance / mean))
+        index = variance / mean
+        index = index if index > 0.5 else 0.5
+        return index if index < 20.0 else 20.0
 
     def profile(
         self,
