@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from functools import cached_property
 from typing import Annotated
 
 from pydantic import (
@@ -147,11 +146,9 @@ class Targets(_Strict):
     request_rate: PositiveFloat | None = None
 
     def items(self) -> tuple[tuple[Signal, float], ...]:
-        """The set targets, in the fixed order of ``Signal`` (computed once: hot path)."""
-        return self._items
-
-    @cached_property
-    def _items(self) -> tuple[tuple[Signal, float], ...]:
+        """The set targets, in the fixed order of ``Signal``. Computed on each call: a cached
+        copy travelled into ``model_copy(update=...)``, which then reported the old targets
+        (decide() reads them once per policy, into its plan)."""
         values = (
             (Signal.QUEUE_DEPTH, self.queue_depth),
             (Signal.TOKENS_PER_SECOND, self.tokens_per_second),

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from scaler.core import ModelPolicy, ModelState, decide
+from scaler.core import ModelPolicy, ModelState, Signal, decide
 from scaler.core.decide import _PLANS, _plan
 from tests.builders import homelab, make_observation, make_policy, make_target_policy
 
@@ -102,3 +102,14 @@ def test_a_plan_goes_with_its_policy() -> None:
     del policy
     gc.collect()
     assert key not in _PLANS
+
+
+def test_a_copy_of_the_targets_with_an_update_reports_the_update() -> None:
+    """``Targets.model_copy(update=...)`` used to carry the original's cached target list, so
+    a plan built from the copy sized on the old targets."""
+    targets = make_target_policy("mistral-7b").targets
+    assert targets.queue_depth is not None
+    targets.items()  # read once, as a plan does
+    copy = targets.model_copy(update={"queue_depth": targets.queue_depth * 3})
+    assert dict(copy.items())[Signal.QUEUE_DEPTH] == targets.queue_depth * 3
+    assert dict(targets.items())[Signal.QUEUE_DEPTH] == targets.queue_depth
