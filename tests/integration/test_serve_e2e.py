@@ -109,7 +109,7 @@ def close(served: str, expected: float) -> bool:
 async def test_wake_serve_and_idle_to_zero(
     world: World, running: Running, policy: ModelPolicy
 ) -> None:
-    """pending 1 -> scale 0->1; served values = ground truth; idle period -> scale 1->0."""
+    """pending 1 -> scale 0->1; served values = ground truth; keep-alive -> scale 1->0."""
     await running.tick()
     assert running.replicas(MIXTRAL) == 0
     assert running.adapter.health.ready
@@ -146,9 +146,11 @@ async def test_wake_serve_and_idle_to_zero(
     assert running.replicas(MIXTRAL) == 1
     rule = policy.scale_to_zero
     assert rule is not None
-    running.clock.offset += rule.idle_seconds - 60
+    # No idle gap learned yet: the keep-alive is the restart's cost, at most idleSeconds.
+    keep_alive = min(rule.idle_seconds, policy.restart_cost_seconds)
+    running.clock.offset += keep_alive - 60
     await running.tick()
-    assert running.replicas(MIXTRAL) == 1  # not yet: 60 s of the idle period left
+    assert running.replicas(MIXTRAL) == 1  # not yet: 60 s of the keep-alive left
     running.clock.offset += 61
     await running.tick()
     assert running.replicas(MIXTRAL) == 0
