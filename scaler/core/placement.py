@@ -48,6 +48,8 @@ class Occupancy:
         # A model's map is replaced when it is reserved, never changed in place: the
         # cluster's own maps can be shared.
         self.placed: dict[str, Mapping[str, int]] = dict(cluster.placed_by_model)
+        # Terminating pods are in `placed` (they hold their node) but are not replicas.
+        self.terminating: Mapping[str, int] = cluster.terminating_by_model
         # (free GiB, node) ascending: bisect counts, the tail gives the roomiest nodes.
         self._sorted = sorted(zip(self.free.values(), self.free, strict=True))
         # The same free GiB alone, index for index: counting by bisection over floats is
@@ -59,12 +61,14 @@ class Occupancy:
         clone = Occupancy.__new__(Occupancy)
         clone.free = dict(self.free)
         clone.placed = dict(self.placed)
+        clone.terminating = self.terminating
         clone._sorted = list(self._sorted)
         clone._gibs = list(self._gibs)
         return clone
 
     def capacity(self, policy: ModelPolicy) -> int:
-        """The most replicas of the model the nodes can hold, the placed ones included."""
+        """The most replicas of the model the nodes can hold, the placed ones included (a
+        terminating pod holds its place but is not a replica: it is not counted)."""
         placement = policy.placement
         return self.capacity_for(policy.model, placement.memory_gib, placement.max_per_node)
 
@@ -91,7 +95,7 @@ class Occupancy:
                 room = by_memory
             if room > 0:
                 total += room
-        return total
+        return total - self.terminating.get(model, 0)
 
     def spread(self, policy: ModelPolicy, replicas: int) -> dict[str, int]:
         """Replicas per node for `replicas` in total (capped at what fits), spread evenly."""
@@ -99,9 +103,10 @@ class Occupancy:
         return self.spread_for(policy.model, placement.memory_gib, placement.max_per_node, replicas)
 
     def spread_for(self, model: str, need: float, limit: int, replicas: int) -> dict[str, int]:
-        """``spread`` for a model whose replica needs `need` GiB, at most `limit` a node."""
+        """``spread`` for a model whose replica needs `need` GiB, at most `limit` a node
+        (terminating pods are counted where they are, on top of the `replicas`)."""
         assigned = dict(self.placed.get(model, {}))
-        missing = replicas - sum(assigned.values())
+        missing = replicas + self.terminating.get(model, 0) - sum(assigned.values())
         if missing <= 0:
             return assigned
         # Each replica goes to the node with the fewest replicas of the model, then the most

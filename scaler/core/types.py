@@ -82,11 +82,17 @@ class Node:
 
 @dataclass(frozen=True, slots=True)
 class Pod:
-    """A model replica; `node` is None while it is Pending without a node."""
+    """A model replica; `node` is None while it is Pending without a node.
+
+    A `terminating` pod was deleted and is finishing its requests: until it is gone it keeps
+    its memory and its place on the node (the scheduler counts it), but it is no longer one
+    of the replicas the Deployment counts, so a replacement needs room of its own.
+    """
 
     model: str
     node: str | None
     memory_gib: float
+    terminating: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,15 @@ class ClusterState:
             if pod.node in used:
                 used[pod.node] += pod.memory_gib
         return used
+
+    @cached_property
+    def terminating_by_model(self) -> Mapping[str, int]:
+        """For each model with terminating pods on a node, how many (computed once)."""
+        counts: dict[str, int] = {}
+        for pod in self.pods:
+            if pod.terminating and pod.node is not None:
+                counts[pod.model] = counts.get(pod.model, 0) + 1
+        return counts
 
     @cached_property
     def placed_by_model(self) -> Mapping[str, Mapping[str, int]]:

@@ -141,10 +141,15 @@ class ClusterReader:
             except ValueError as exc:
                 _log.warning("node_memory_unreadable", node=view.name, error=str(exc))
         pods = tuple(
-            Pod(model=p.model, node=pod.node, memory_gib=p.placement.memory_gib)
+            Pod(
+                model=p.model,
+                node=pod.node,
+                memory_gib=p.placement.memory_gib,
+                terminating=pod.terminating,
+            )
             for p in policies
             for pod in self._pods.get(p.model, ())
-            if not pod.terminating
+            if not pod.finished
         )
         return ClusterState(nodes=tuple(nodes), pods=pods)
 

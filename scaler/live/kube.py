@@ -150,7 +150,8 @@ class PodView:
 
     name: str
     node: str | None
-    terminating: bool  # being deleted, or finished (Succeeded/Failed): no longer holds memory
+    terminating: bool  # being deleted: holds its memory and node until it is gone
+    finished: bool = False  # Succeeded or Failed: holds nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,8 +399,8 @@ class KubernetesApi:
             PodView(
                 name=p.metadata.name,
                 node=(p.spec.node_name if p.spec else None) or None,
-                terminating=p.metadata.deletion_timestamp is not None
-                or (p.status is not None and p.status.phase in ("Succeeded", "Failed")),
+                terminating=p.metadata.deletion_timestamp is not None,
+                finished=p.status is not None and p.status.phase in ("Succeeded", "Failed"),
             )
             for p in pods.items
         )

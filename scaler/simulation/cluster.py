@@ -235,6 +235,7 @@ class VirtualCluster:
                 model=self.templates[p.model].model,
                 node=self.nodes[p.node].name if p.node >= 0 else None,
                 memory_gib=self.templates[p.model].memory_gib,
+                terminating=p.phase == PodPhase.TERMINATING,
             )
             for pods in self.pods
             for p in pods

@@ -36,6 +36,25 @@ def test_own_placed_pods_count_in_capacity() -> None:
     assert capacity(policy, cluster) == 2
 
 
+def test_a_terminating_pod_holds_its_node_but_is_not_a_replica() -> None:
+    """deepseek-coder (15 GiB, one a node) on three nodes, one of its pods terminating on
+    ms01-3 (finishing its requests): two replicas fit, not three, and a third replica would
+    wait for ms01-3 to free (the bundled scenario's 59 pod-seconds Pending). Another model
+    sees the terminating pod's memory as taken."""
+    policy = make_policy("deepseek-coder")
+    pods = (
+        Pod("deepseek-coder", "ms01-1", 15.0),
+        Pod("deepseek-coder", "ms01-2", 15.0),
+        Pod("deepseek-coder", "ms01-3", 15.0, terminating=True),
+    )
+    cluster = homelab(*pods)
+    assert capacity(policy, cluster) == 2
+    assert capacity(policy, homelab(*pods[:2])) == 3
+    assert spread(policy, cluster, 2) == {"ms01-1": 1, "ms01-2": 1, "ms01-3": 1}
+    big = make_policy("mixtral-8x7b", placement={"memoryGiB": 90.0})
+    assert capacity(big, cluster) == 0  # 96 - 15 on every node, the terminating one's too
+
+
 def test_exact_fit_is_not_lost_to_float_rounding() -> None:
     """Three 0.1 GiB pods fit in 0.3 GiB."""
     policy = make_policy("tinyllama", placement={"memoryGiB": 0.1, "maxPerNode": 5})

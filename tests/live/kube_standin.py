@@ -474,15 +474,28 @@ class KubeStandIn:
         self._store("", "nodes", "", obj)
 
     def add_pod(
-        self, namespace: str, name: str, *, labels: Mapping[str, str], node: str | None
+        self,
+        namespace: str,
+        name: str,
+        *,
+        labels: Mapping[str, str],
+        node: str | None,
+        phase: str | None = None,
+        deleting: bool = False,
     ) -> None:
-        """Seed a pod with `labels`, running on `node` (None: Pending, unscheduled)."""
+        """Seed a pod with `labels`, running on `node` (None: Pending, unscheduled); `phase`
+        overrides the status phase (``Succeeded``, ``Failed``), `deleting` gives it a
+        ``deletionTimestamp`` as a pod in its termination grace period has."""
+        metadata: JsonObject = {"name": name, "namespace": namespace, "labels": dict(labels)}
+        if deleting:
+            metadata["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+            metadata["deletionGracePeriodSeconds"] = 600
         obj: JsonObject = {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+            "metadata": metadata,
             "spec": {"containers": [{"name": "server", "image": "llama.cpp:server"}]},
-            "status": {"phase": "Running" if node else "Pending"},
+            "status": {"phase": phase or ("Running" if node else "Pending")},
         }
         if node:
             obj["spec"]["nodeName"] = node

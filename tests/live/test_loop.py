@@ -161,6 +161,31 @@ async def test_placement_is_read_from_nodes_and_pods(make_adapter: AdapterFactor
     assert latest.placement_cap is not None
 
 
+async def test_a_terminating_pod_holds_its_node_and_a_finished_one_does_not(
+    make_adapter: AdapterFactory, standin: KubeStandIn
+) -> None:
+    """Mixtral (30 GiB, one a node) fits the three 96 GiB nodes: cap 3. A Mixtral pod in its
+    termination grace period still holds ms01-1, and it is not a replica: the cap is 2, so
+    the replacement is not asked for before there is room (it would sit Pending). A
+    Succeeded pod on ms01-2 holds nothing."""
+    adapter = make_adapter()
+    await adapter.tick()
+    latest = adapter.store.latest(MIXTRAL)
+    assert latest is not None
+    assert latest.placement_cap == 3
+    labels = {"app": MIXTRAL}
+    standin.add_pod(NAMESPACE, "mixtral-done", labels=labels, node="ms01-2", phase="Succeeded")
+    await adapter.tick()
+    latest = adapter.store.latest(MIXTRAL)
+    assert latest is not None
+    assert latest.placement_cap == 3
+    standin.add_pod(NAMESPACE, "mixtral-old", labels=labels, node="ms01-1", deleting=True)
+    await adapter.tick()
+    latest = adapter.store.latest(MIXTRAL)
+    assert latest is not None
+    assert latest.placement_cap == 2
+
+
 async def test_no_kubernetes_mode_reads_replicas_from_the_source(
     policies: list[ModelPolicy], source: FakeSource, clock: VirtualClock
 ) -> None:
