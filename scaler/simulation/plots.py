@@ -357,7 +357,7 @@ def _page(results: Sequence[SimulationResult], reports: Sequence[SimulationRepor
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>scaler simulate: {scenario}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}
+td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}td{{white-space:nowrap}}
 tbody th{{text-align:left;vertical-align:top}}tbody{{border-top:2px solid #888}}
 img{{width:100%}}p.note{{max-width:60em;color:#444}}h2 small{{font-weight:normal;color:#666}}
 .policies{{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:0.5em}}
