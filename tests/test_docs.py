@@ -108,18 +108,24 @@ def _project_files() -> Iterator[Path]:
             yield path
 
 
-def test_nothing_refers_to_files_outside_the_repository() -> None:
-    """No file points readers at notes they do not have: a folder beside the checkout, a
-    folder of reference notes, or an architecture file that is not in the repository."""
-    found = []
+def _project_lines() -> Iterator[tuple[Path, int, str]]:
+    """(file, line number, line) over every text file of `_project_files`."""
     for path in _project_files():
         try:
             text = path.read_text()
         except UnicodeDecodeError:
             continue
         for number, line in enumerate(text.splitlines(), 1):
-            if OUTSIDE.search(line):
-                found.append(f"{_page_id(path)}:{number}: {line.strip()[:100]}")
+            yield path, number, line
+
+
+def test_nothing_refers_to_files_outside_the_repository() -> None:
+    """No file points readers at notes they do not have: a folder beside the checkout, a
+    folder of reference notes, or an architecture file that is not in the repository."""
+    found = []
+    for path, number, line in _project_lines():
+        if OUTSIDE.search(line):
+            found.append(f"{_page_id(path)}:{number}: {line.strip()[:100]}")
     assert not found, "\n".join(found)
 
 
@@ -291,13 +297,8 @@ def test_every_docs_path_named_anywhere_exists() -> None:
     # Our pages sit at docs/<page> (and docs/dry-run/<file>); deeper paths are other projects'.
     named = re.compile(r"(?<![\w/])docs/(?:dry-run/)?[\w-]+\.(?:md|py|yml)\b")
     missing = []
-    for path in _project_files():
-        try:
-            text = path.read_text()
-        except UnicodeDecodeError:
-            continue
-        for number, line in enumerate(text.splitlines(), 1):
-            for found in named.findall(line):
-                if "://" not in line and not (ROOT / found).exists():
-                    missing.append(f"{_page_id(path)}:{number}: {found}")
+    for path, number, line in _project_lines():
+        for found in named.findall(line):
+            if "://" not in line and not (ROOT / found).exists():
+                missing.append(f"{_page_id(path)}:{number}: {found}")
     assert not missing, "\n".join(missing)
