@@ -13,10 +13,11 @@ What it models, and why:
   then it is Ready and takes requests. With an ``uncachedColdStart`` profile, the first pod
   of a model placed on a node draws from that one instead: the node's page cache does not
   hold the file yet (it was just fetched, or this node never loaded it), so the weights are
-  read from the volume. Later pods of the model on that node start warm, also after a
-  scale to zero, as long as the run lasts: page-cache eviction under memory pressure is not
-  modelled (optimistic for a node full of other models). Pods running at t=0 mark their
-  nodes as holding their model.
+  read from the volume. Once a pod of the model has finished loading on a node (not when it
+  is merely placed there: a pod deleted mid-load counts for nothing), later pods of the
+  model on that node start warm, also after a scale to zero, as long as the run lasts:
+  page-cache eviction under memory pressure is not modelled (optimistic for a node full of
+  other models). Pods running at t=0 mark their nodes as holding their model.
 - Scaling down removes pods in the ReplicaSet's order: Pending first, then starting ones
   (newest first), then Ready ones (fewest busy slots, then newest). A Ready pod with
   requests in flight leaves the endpoints at once but finishes them before it is gone and
@@ -169,7 +170,6 @@ class VirtualCluster:
             profile = template.cold_start
             if template.uncached_cold_start is not None and pod.model not in self.cached[node]:
                 profile, pod.uncached = template.uncached_cold_start, True
-            self.cached[node].add(pod.model)
             pod.ready_at = now + profile.draw(self._rng)
             placed.append(pod)
         return placed
@@ -201,6 +201,9 @@ class VirtualCluster:
             return False
         pod.phase = PodPhase.READY
         pod.readied_at = pod.ready_at
+        # The node's page cache holds the weights once a load has read them all: a pod
+        # deleted while loading leaves the next start on its node as slow as its own.
+        self.cached[pod.node].add(pod.model)
         self.ready[pod.model] += 1
         return True
 

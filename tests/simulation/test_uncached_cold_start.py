@@ -47,7 +47,10 @@ class Timetable:
         return view.models[self.model].ready_replicas
 
 
-def _run(**profile: Any) -> Timetable:
+def _run(
+    entries: tuple[tuple[float, int], ...] = ((300, 1), (1000, 0), (1500, 1), (2000, 2)),
+    **profile: Any,
+) -> Timetable:
     model = "mixtral-8x7b"
     trace = poisson(model, rate=0.001, duration=2400, sizes=TokenSizes(100, 10), seed=3)
     prepared = make_scenario(
@@ -56,7 +59,7 @@ def _run(**profile: Any) -> Timetable:
         profiles={model: {**MIXTRAL, **profile}},
         drain_seconds=3000,
     )
-    timetable = Timetable(model, [(300, 1), (1000, 0), (1500, 1), (2000, 2)])
+    timetable = Timetable(model, list(entries))
     Simulation(prepared, timetable, holds_requests=True).run()
     return timetable
 
@@ -69,6 +72,15 @@ def test_only_the_first_start_on_each_node_reads_the_volume() -> None:
     assert (timetable.ready_at(395.0), timetable.ready_at(400.0)) == (0, 1)
     assert (timetable.ready_at(1535.0), timetable.ready_at(1540.0)) == (0, 1)
     assert (timetable.ready_at(2095.0), timetable.ready_at(2100.0)) == (1, 2)
+
+
+def test_a_pod_deleted_while_loading_leaves_its_node_uncached() -> None:
+    """Wake at 300 s, scaled back to zero at 350 s (50 s into the 100 s read from the
+    volume), woken again at 1500 s on the same node: 100 s again, not the warm 40 s. When
+    placing marked the node loaded, the second wake took 40 s."""
+    timetable = _run(((300, 1), (350, 0), (1500, 1)))
+    assert timetable.ready_at(345.0) == 0
+    assert (timetable.ready_at(1595.0), timetable.ready_at(1600.0)) == (0, 1)
 
 
 def test_without_an_uncached_profile_every_start_is_the_warm_one() -> None:
