@@ -323,6 +323,17 @@ def _decide(
         if hold_backlog and floor > current and plan.cold_start >= seconds:
             floor, held = current, True
         demand = sizing.replicas if sizing.replicas >= floor else floor
+        if hold_backlog and demand < current:
+            # The hold keeps the backlog from asking for more replicas, not from keeping
+            # those asked for it: sized on arrivals alone, the count fell back while the
+            # replica started for the backlog was still loading, its scale-down window ran
+            # out before it was ready, and the next tick (nothing starting, the backlog
+            # counted again) asked for it anew (Mixtral, sparse sessions: 2 -> 1 -> 2 in
+            # 70 s, a 30 GiB start for nothing).
+            kept = _size(plan, rate, inflight, seconds, dispersion).replicas
+            kept = kept if kept < current else current
+            if kept > demand:
+                demand, held = kept, True
         arrivals = sizing.load / plan.slots
         tolerated = False
         reasons[0] = _SLO_SIZED

@@ -349,3 +349,27 @@ def test_a_service_estimate_wobbling_around_the_wait_does_not_flip_the_replica_c
 
     assert replicas(89.1) == replicas(90.0) == replicas(90.9) == 1
     assert replicas(200.0) == 2  # far longer requests still need the second replica
+
+
+def test_a_replica_started_for_the_requests_present_is_kept_while_it_loads() -> None:
+    """Mixtral after half an hour at one 90 s request in flight: a second one in flight
+    fills both slots of its one replica and asks for a second replica. While that one loads,
+    the requests present are what it comes to serve, so the sizing leaves them out of the
+    count and sizes on arrivals alone; that must not release the replica it asked for.
+    Before, the count fell back to 1 once the down window had passed, the loading replica
+    was deleted, the tick after asked for a new one, and so on every minute (a 120 s load:
+    the weights read from the volume, never finished)."""
+    policy = make_policy("mixtral-8x7b")
+    driver = Driver(
+        policy,
+        lambda t: signals(inflight=1.0 if t < 1800.0 else 2.0, rate=0.011, tokens=5.0),
+        current=1,
+        cold_start=120.0,
+    )
+    driver.run(until=1800.0)
+    assert driver.current == 1
+    assert driver.step().desired_replicas == 2
+    while driver.ready() < 2:
+        decision = driver.step()
+        assert decision.desired_replicas == 2, f"released while loading at {decision.time}"
+    assert driver.now == pytest.approx(1800.0 + 120.0)  # the replica asked for at 1800 s
