@@ -87,6 +87,7 @@ class _Plan:
     __slots__ = (
         "activation_signals",
         "activation_threshold",
+        "band",
         "change_period",
         "cold_start",
         "down_period",
@@ -133,6 +134,8 @@ class _Plan:
         # (signal, per-replica target, whether it grows with the backlog), Signal order.
         self.targets = tuple((s, t, s.grows_with_backlog) for s, t in policy.targets.items())
         self.tolerance = policy.tolerance
+        # The tolerance band's half-width as _within() compares it (same float).
+        self.band = self.tolerance + _EPS
         self.stale_after = policy.data.stale_after_seconds
         self.overdue_after = policy.cold_start.overdue_after_seconds
         self.cold_start = policy.cold_start.seconds
@@ -248,13 +251,15 @@ def _decide(
     demand: int | None = None  # the largest of `demands`; None: no targeted signal read
     arrivals = 0.0  # demand in fractional replicas from arrival-driven signals, for the trend
     held = tolerated = False
+    band = plan.band
     for signal, target, grows_with_backlog in plan.targets:
         value = signals.get(signal)
         if value is None:
             continue
         ratio = value / target
         raw = math.ceil(ratio - _EPS)
-        if raw != current and _within(ratio, current, plan.tolerance):
+        # _within(ratio, current, plan.tolerance), written out: it runs once per signal.
+        if raw != current and current > 0 and abs(ratio / current - 1.0) <= band:
             raw, tolerated = current, True
         if grows_with_backlog:
             if hold_backlog and raw > current:
