@@ -205,9 +205,32 @@ def _plan(policy: ModelPolicy) -> _Plan:
 
 
 def _forget(key: int, ref: weakref.ref[ModelPolicy]) -> None:
+    global _dropped
+    _dropped += 1
     entry = _PLANS.get(key)
     if entry is not None and entry[0] is ref:
         del _PLANS[key]
+
+
+# The last decide_all() call's fleet (its policies' ids, `_dropped` then) and its plans in
+# decide_all()'s order. A tick decides the same fleet as the one before, and sorting 1,000
+# plans by (class, name) plus a _plan() call per policy cost more than comparing the ids.
+# A plan dropped since voids it: a gone policy's id may be a new policy's.
+_fleet: tuple[tuple[int, ...], int, tuple[_Plan, ...]] = ((), 0, ())
+_dropped = 0  # plans dropped by _forget() so far
+
+
+def _ordered_plans(policies: Iterable[ModelPolicy]) -> tuple[_Plan, ...]:
+    """The policies' plans in decide_all()'s order (a pure cache: same fleet, same list)."""
+    global _fleet
+    fleet = tuple(policies)
+    ids = tuple(map(id, fleet))
+    known, dropped, plans = _fleet
+    if ids == known and dropped == _dropped:
+        return plans
+    plans = tuple(sorted(map(_plan, fleet), key=_ORDER))
+    _fleet = (ids, _dropped, plans)
+    return plans
 
 
 def decide(
@@ -499,7 +522,7 @@ def decide_all(
     decisions: dict[str, Decision] = {}
     next_states: dict[str, ModelState] = {}
     occupancy = Occupancy(cluster) if cluster.nodes else None
-    plans = sorted(map(_plan, policies), key=_ORDER)
+    plans = _ordered_plans(policies)
     fresh = ModelState()  # immutable: one serves every model without a state yet
     for plan in plans:
         model = plan.model

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from scaler.core import ModelPolicy, ModelState, Signal, decide
-from scaler.core.decide import _PLANS, _plan
+from scaler.core import ModelPolicy, ModelState, Signal, decide, decide_all
+from scaler.core.decide import _PLANS, _ordered_plans, _plan
 from tests.builders import homelab, make_observation, make_policy, make_target_policy
 
 VARIANTS = [
@@ -102,6 +102,29 @@ def test_a_plan_goes_with_its_policy() -> None:
     del policy
     gc.collect()
     assert key not in _PLANS
+
+
+def test_the_fleet_order_is_reused_only_for_the_same_live_policies() -> None:
+    """decide_all()'s cached order serves the same policies again, and never another fleet:
+    one with a policy more, in another order, or a policy replaced (possibly at the gone
+    one's address)."""
+    fleet = [make_policy("mixtral-8x7b"), make_policy("tinyllama"), make_policy("mistral-7b")]
+    order = _ordered_plans(fleet)
+    assert [p.model for p in order] == ["mistral-7b", "tinyllama", "mixtral-8x7b"]
+    assert _ordered_plans(iter(fleet)) is order
+    assert [p.model for p in _ordered_plans([*fleet, make_policy("deepseek-coder")])] == [
+        "deepseek-coder",
+        "mistral-7b",
+        "tinyllama",
+        "mixtral-8x7b",
+    ]
+    for i in range(3):  # a new policy may take the address of the one it replaces
+        fleet[1] = make_policy("tinyllama", model=f"tinyllama-{i}")
+        gc.collect()
+        names = [p.model for p in _ordered_plans(fleet)]
+        assert names == ["mistral-7b", f"tinyllama-{i}", "mixtral-8x7b"]
+    decisions, _ = decide_all({}, fleet, {}, homelab(), now=0.0)
+    assert list(decisions) == ["mistral-7b", "tinyllama-2", "mixtral-8x7b"]
 
 
 def test_a_copy_of_the_targets_with_an_update_reports_the_update() -> None:
