@@ -369,10 +369,28 @@ class ServiceEstimate(NamedTuple):
     ) -> tuple[float, float, float]:
         """(mean service time, the arrivals' count dispersion, the throughput the busy slots
         prove) in one call: `service_seconds`, ``variability(arrival_scv, service_cv)`` and
-        ``mean_busy / service time`` (the decision's hot path asks for the three together)."""
-        seconds = self.service_seconds(prior_s, prior_requests, horizon)
-        dispersion = variability(self.arrival_scv(window_s, horizon), service_cv)
-        return seconds, dispersion, self.mean_busy() / seconds
+        ``mean_busy / service time`` (the decision's hot path asks for the three together).
+
+        The methods' expressions written out, on the fields read once: the five calls they
+        make cost more than their arithmetic. tests/core/test_sizing.py checks that it
+        answers what the methods do."""
+        rate, busy, weight, _, _, count_sq, _ = self
+        seen = rate * horizon  # requests_seen
+        # service_seconds
+        if seen <= 0.0:
+            seconds = prior_s
+        else:
+            seconds = (prior_s * prior_requests + busy / rate * seen) / (prior_requests + seen)
+        # arrival_scv, at the default min_requests
+        if weight <= 0.0 or rate * window_s <= 0.0 or seen < _MIN_DISPERSION_REQUESTS:
+            scv = 1.0
+        else:
+            mean = rate / weight * window_s
+            index = (count_sq / weight - mean * mean) / mean
+            index = index if index > 0.5 else 0.5
+            scv = index if index < 20.0 else 20.0
+        mean_busy = busy / weight if weight > 0.0 else 0.0
+        return seconds, (scv + service_cv * service_cv) / 2.0, mean_busy / seconds
 
     def mean_busy(self) -> float:
         """The busy slots averaged over the calibration horizon (0 before any span)."""
