@@ -99,6 +99,8 @@ class Occupancy:
         # Nodes with the model: what memory allows, up to the per-node limit.
         for node, count in own.items():
             room = limit - count
+            if room <= 0:
+                continue  # at its limit (every replica, with maxPerNode 1): memory aside
             by_memory = int((free[node] + _EPS) // need) if free[node] > 0 else 0
             if by_memory < room:
                 room = by_memory
