@@ -96,6 +96,7 @@ class _Plan:
         "fallback",
         "horizon",
         "idle_prior",
+        "keep_alive_prior",
         "max_replicas",
         "min_replicas",
         "miss",
@@ -158,6 +159,11 @@ class _Plan:
         self.activation_threshold = 0.0 if rule is None else rule.activation_threshold
         self.restart_cost = policy.restart_cost_seconds
         self.idle_prior = rule.idle_seconds if rule is not None else math.inf
+        # keep_alive_seconds() until MIN_GAPS idle gaps are known (the same expression): a
+        # constant of the policy.
+        self.keep_alive_prior = min(
+            self.idle_prior, max(_KEEP_ALIVE_FLOOR_SECONDS, self.restart_cost)
+        )
         sizing = policy.sizing
         self.sized = sizing is not None
         # The SLO sizing's numbers; placeholders (never read) for policies without it.
@@ -401,11 +407,15 @@ def _decide(
         if active and state.idle_since is not None:
             # An idle run just ended with a request: one more sample of the gap distribution.
             idle_gaps = remember_gap(idle_gaps, now - state.idle_since)
-        keep_alive = keep_alive_seconds(
-            idle_gaps,
-            restart_cost_s=plan.restart_cost,
-            prior_s=plan.idle_prior,
-            floor_s=_KEEP_ALIVE_FLOOR_SECONDS,
+        keep_alive = (
+            plan.keep_alive_prior
+            if len(idle_gaps) < MIN_GAPS
+            else keep_alive_seconds(
+                idle_gaps,
+                restart_cost_s=plan.restart_cost,
+                prior_s=plan.idle_prior,
+                floor_s=_KEEP_ALIVE_FLOOR_SECONDS,
+            )
         )
     recommendations = state.recommendations
     changes = _observed_changes(state, current, plan, now)

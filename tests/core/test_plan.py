@@ -9,6 +9,7 @@ import pytest
 
 from scaler.core import ModelPolicy, ModelState, Signal, decide, decide_all
 from scaler.core.decide import _PLANS, _ordered_plans, _plan
+from scaler.core.keepalive import keep_alive_seconds
 from tests.builders import homelab, make_observation, make_policy, make_target_policy
 
 VARIANTS = [
@@ -60,6 +61,10 @@ def test_plan_holds_what_the_policy_says(policy: ModelPolicy) -> None:
     assert plan.activation_threshold == (0.0 if zero is None else zero.activation_threshold)
     assert plan.restart_cost == policy.restart_cost_seconds
     assert plan.idle_prior == (zero.idle_seconds if zero is not None else math.inf)
+    assert plan.keep_alive_prior == keep_alive_seconds(
+        (), restart_cost_s=plan.restart_cost, prior_s=plan.idle_prior, floor_s=30.0
+    )
+    assert plan.band == plan.tolerance + 1e-9
     assert plan.wait == policy.slo.queue_wait_seconds
     assert plan.miss == policy.sizing_miss_ratio
     assert plan.sized is (sizing is not None)
