@@ -87,6 +87,7 @@ class _Plan:
     __slots__ = (
         "activation_signals",
         "activation_threshold",
+        "band",
         "change_period",
         "cold_start",
         "down_period",
@@ -95,6 +96,7 @@ class _Plan:
         "fallback",
         "horizon",
         "idle_prior",
+        "keep_alive_prior",
         "max_replicas",
         "min_replicas",
         "miss",
@@ -133,6 +135,8 @@ class _Plan:
         # (signal, per-replica target, whether it grows with the backlog), Signal order.
         self.targets = tuple((s, t, s.grows_with_backlog) for s, t in policy.targets.items())
         self.tolerance = policy.tolerance
+        # The tolerance band's half-width as _within() compares it (same float).
+        self.band = self.tolerance + _EPS
         self.stale_after = policy.data.stale_after_seconds
         self.overdue_after = policy.cold_start.overdue_after_seconds
         self.cold_start = policy.cold_start.seconds
@@ -155,6 +159,11 @@ class _Plan:
         self.activation_threshold = 0.0 if rule is None else rule.activation_threshold
         self.restart_cost = policy.restart_cost_seconds
         self.idle_prior = rule.idle_seconds if rule is not None else math.inf
+        # keep_alive_seconds() until MIN_GAPS idle gaps are known (the same expression): a
+        # constant of the policy.
+        self.keep_alive_prior = min(
+            self.idle_prior, max(_KEEP_ALIVE_FLOOR_SECONDS, self.restart_cost)
+        )
         sizing = policy.sizing
         self.sized = sizing is not None
         # The SLO sizing's numbers; placeholders (never read) for policies without it.
@@ -202,9 +211,32 @@ def _plan(policy: ModelPolicy) -> _Plan:
 
 
 def _forget(key: int, ref: weakref.ref[ModelPolicy]) -> None:
+    global _dropped
+    _dropped += 1
     entry = _PLANS.get(key)
     if entry is not None and entry[0] is ref:
         del _PLANS[key]
+
+
+# The last decide_all() call's fleet (its policies' ids, `_dropped` then) and its plans in
+# decide_all()'s order. A tick decides the same fleet as the one before, and sorting 1,000
+# plans by (class, name) plus a _plan() call per policy cost more than comparing the ids.
+# A plan dropped since voids it: a gone policy's id may be a new policy's.
+_fleet: tuple[tuple[int, ...], int, tuple[_Plan, ...]] = ((), 0, ())
+_dropped = 0  # plans dropped by _forget() so far
+
+
+def _ordered_plans(policies: Iterable[ModelPolicy]) -> tuple[_Plan, ...]:
+    """The policies' plans in decide_all()'s order (a pure cache: same fleet, same list)."""
+    global _fleet
+    fleet = tuple(policies)
+    ids = tuple(map(id, fleet))
+    known, dropped, plans = _fleet
+    if ids == known and dropped == _dropped:
+        return plans
+    plans = tuple(sorted(map(_plan, fleet), key=_ORDER))
+    _fleet = (ids, _dropped, plans)
+    return plans
 
 
 def decide(
@@ -248,13 +280,15 @@ def _decide(
     demand: int | None = None  # the largest of `demands`; None: no targeted signal read
     arrivals = 0.0  # demand in fractional replicas from arrival-driven signals, for the trend
     held = tolerated = False
+    band = plan.band
     for signal, target, grows_with_backlog in plan.targets:
         value = signals.get(signal)
         if value is None:
             continue
         ratio = value / target
         raw = math.ceil(ratio - _EPS)
-        if raw != current and _within(ratio, current, plan.tolerance):
+        # _within(ratio, current, plan.tolerance), written out: it runs once per signal.
+        if raw != current and current > 0 and abs(ratio / current - 1.0) <= band:
             raw, tolerated = current, True
         if grows_with_backlog:
             if hold_backlog and raw > current:
@@ -384,11 +418,15 @@ def _decide(
         if active and state.idle_since is not None:
             # An idle run just ended with a request: one more sample of the gap distribution.
             idle_gaps = remember_gap(idle_gaps, now - state.idle_since)
-        keep_alive = keep_alive_seconds(
-            idle_gaps,
-            restart_cost_s=plan.restart_cost,
-            prior_s=plan.idle_prior,
-            floor_s=_KEEP_ALIVE_FLOOR_SECONDS,
+        keep_alive = (
+            plan.keep_alive_prior
+            if len(idle_gaps) < MIN_GAPS
+            else keep_alive_seconds(
+                idle_gaps,
+                restart_cost_s=plan.restart_cost,
+                prior_s=plan.idle_prior,
+                floor_s=_KEEP_ALIVE_FLOOR_SECONDS,
+            )
         )
     recommendations = state.recommendations
     changes = _observed_changes(state, current, plan, now)
@@ -505,7 +543,7 @@ def decide_all(
     decisions: dict[str, Decision] = {}
     next_states: dict[str, ModelState] = {}
     occupancy = Occupancy(cluster) if cluster.nodes else None
-    plans = sorted(map(_plan, policies), key=_ORDER)
+    plans = _ordered_plans(policies)
     fresh = ModelState()  # immutable: one serves every model without a state yet
     for plan in plans:
         model = plan.model

@@ -11,15 +11,16 @@ broken by the most free memory, the way ``topologySpreadConstraints`` over
 ``kubernetes.io/hostname`` with maxSkew 1 would place them.
 
 Cost: one tick plans every model, so capacity must not walk every node per model. The
-``Occupancy`` index keeps the nodes' free memory sorted: the nodes that hold ``j`` more
-replicas of a model are counted by bisection, and only the few nodes where the model already
-runs are visited one by one. A tick of 1,000 models stays in milliseconds
-(benchmarks/decide_speed.py).
+``Occupancy`` index groups the nodes by free memory, the distinct amounts sorted: the nodes
+that hold ``j`` more replicas of a model are counted by bisection over the amounts, and only
+the few nodes where the model already runs are visited one by one. A replica placed moves
+its node from one group to another (short lists), not along one list of every node. A tick
+of 1,000 models stays in milliseconds (benchmarks/decide_speed.py).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, insort
 from collections.abc import Mapping
 from heapq import heapify, heappop, heappush
 
@@ -50,11 +51,18 @@ class Occupancy:
         self.placed: dict[str, Mapping[str, int]] = dict(cluster.placed_by_model)
         # Terminating pods are in `placed` (they hold their node) but are not replicas.
         self.terminating: Mapping[str, int] = cluster.terminating_by_model
-        # (free GiB, node) ascending: bisect counts, the tail gives the roomiest nodes.
-        self._sorted = sorted(zip(self.free.values(), self.free, strict=True))
-        # The same free GiB alone, index for index: counting by bisection over floats is
-        # several times cheaper than over (GiB, node) pairs, and finds the same index.
-        self._gibs = [gib for gib, _ in self._sorted]
+        # The nodes by (free GiB, name) ascending, grouped by free GiB: the distinct amounts
+        # ascending (`_levels`), how many nodes have each (`_sizes`, index for index) and
+        # their names in order (`_groups`). Bisecting the amounts counts the nodes with room;
+        # the last groups hold the roomiest nodes. A reservation moves a node between two
+        # groups: benchmarks/decide_speed.py's 1,000-model tick makes some 1,600 moves, and in
+        # one sorted list of all nodes each cost two bisections over (GiB, node) pairs and
+        # two shifts of the whole list.
+        self._groups: dict[float, list[str]] = {}
+        for name in sorted(self.free):
+            self._groups.setdefault(self.free[name], []).append(name)
+        self._levels = sorted(self._groups)
+        self._sizes = [len(self._groups[gib]) for gib in self._levels]
 
     def copy(self) -> Occupancy:
         """An independent copy (for a tick that reserves as it goes)."""
@@ -62,8 +70,9 @@ class Occupancy:
         clone.free = dict(self.free)
         clone.placed = dict(self.placed)
         clone.terminating = self.terminating
-        clone._sorted = list(self._sorted)
-        clone._gibs = list(self._gibs)
+        clone._groups = {gib: list(names) for gib, names in self._groups.items()}
+        clone._levels = list(self._levels)
+        clone._sizes = list(self._sizes)
         return clone
 
     def capacity(self, policy: ModelPolicy) -> int:
@@ -74,13 +83,13 @@ class Occupancy:
 
     def capacity_for(self, model: str, need: float, limit: int) -> int:
         """``capacity`` for a model whose replica needs `need` GiB, at most `limit` a node."""
-        free, gibs = self.free, self._gibs
+        free, levels, sizes = self.free, self._levels, self._sizes
         own = self.placed.get(model, {})
         total = sum(own.values())
         # Nodes without the model: sum over j = 1..limit of "nodes with j * need free".
         for j in range(1, limit + 1):
             fits = j * need - _EPS
-            with_room = len(gibs) - bisect_left(gibs, fits)
+            with_room = sum(sizes[bisect_left(levels, fits) :])
             if with_room == 0:
                 break
             for node in own:
@@ -90,6 +99,8 @@ class Occupancy:
         # Nodes with the model: what memory allows, up to the per-node limit.
         for node, count in own.items():
             room = limit - count
+            if room <= 0:
+                continue  # at its limit (every replica, with maxPerNode 1): memory aside
             by_memory = int((free[node] + _EPS) // need) if free[node] > 0 else 0
             if by_memory < room:
                 room = by_memory
@@ -121,12 +132,17 @@ class Occupancy:
         # Only the nodes that already run the model and the `missing` roomiest others can
         # win: every other node has no replica of the model and less free memory.
         others = 0
-        for gib, node in reversed(self._sorted):
+        groups, levels = self._groups, self._levels
+        for level in range(len(levels) - 1, -1, -1):
+            gib = levels[level]
             if others == missing or gib < fits:
                 break
-            if node not in assigned:
-                heap.append((0, -gib, node))
-                others += 1
+            for node in reversed(groups[gib]):
+                if others == missing:
+                    break
+                if node not in assigned:
+                    heap.append((0, -gib, node))
+                    others += 1
         heapify(heap)
         while missing > 0 and heap:
             count, minus_gib, node = heappop(heap)
@@ -147,20 +163,34 @@ class Occupancy:
         """``reserve`` for a model whose replica needs `need` GiB, at most `limit` a node."""
         before = self.placed.get(model, {})
         after = self.spread_for(model, need, limit, replicas)
-        ordered, gibs = self._sorted, self._gibs
         for node, count in after.items():
             added = count - before.get(node, 0)
-            if added <= 0:
-                continue
-            old = self.free[node]
-            index = bisect_left(ordered, (old, node))
-            del ordered[index], gibs[index]
-            new = self.free[node] = old - added * need
-            # Less free memory than before: the node moves towards the front.
-            index = bisect_right(ordered, (new, node), 0, index)
-            ordered.insert(index, (new, node))
-            gibs.insert(index, new)
+            if added > 0:
+                old = self.free[node]
+                new = self.free[node] = old - added * need
+                self._move(node, old, new)
         self.placed[model] = after
+
+    def _move(self, node: str, old: float, new: float) -> None:
+        """Move `node` from the group of `old` free GiB to the group of `new` (less)."""
+        groups, levels, sizes = self._groups, self._levels, self._sizes
+        names = groups[old]
+        level = bisect_left(levels, old)
+        if len(names) == 1:
+            del groups[old], levels[level], sizes[level]
+        else:
+            del names[bisect_left(names, node)]
+            sizes[level] -= 1
+        # Less free memory than before: the new amount sorts before the old one.
+        level = bisect_left(levels, new, 0, level)
+        joined = groups.get(new)
+        if joined is None:
+            groups[new] = [node]
+            levels.insert(level, new)
+            sizes.insert(level, 1)
+        else:
+            insort(joined, node)
+            sizes[level] += 1
 
 
 def capacity(policy: ModelPolicy, cluster: ClusterState) -> int | None:

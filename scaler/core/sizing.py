@@ -30,6 +30,11 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+# A named tuple from all its fields in order, as ``cls(*fields)`` makes it: the generated
+# ``__new__`` is a Python function that makes the same call, a frame more per tuple (the
+# sizing and the service estimate make one each per model and tick).
+_new_tuple = tuple.__new__
+
 # Beyond this many slots the Erlang recursion is cut short: no homelab model has that many,
 # and C(c, a) is below 1e-12 long before (it keeps the hot path bounded for huge policies).
 _MAX_SLOTS = 4096
@@ -154,6 +159,45 @@ class _CountTail:
         tail = 1.0 - below
         return 0.0 if not tail > 0.0 else (tail if tail < 1.0 else 1.0)
 
+    def fewest(self, per_replica: float, miss: float, limit: int) -> tuple[int, float]:
+        """The fewest replicas (1 to `limit`) of `per_replica` requests' capacity each (see
+        `_whole_requests`) whose whole requests X overruns with probability at most `miss`,
+        and that probability.
+
+        The same walk as `above` for each replica count in turn, in one call: the sizing
+        tries two or three counts per model and tick, and a method call per count (and one
+        more for its whole requests) cost more than the pmf terms they add."""
+        replicas = 1
+        # _whole_requests(replicas * per_replica), written out: a call per count costs more.
+        count = math.floor(per_replica + _CAPACITY_TOLERANCE)
+        mean, end = self._mean, self._end
+        shape, fail = self._shape, self._fail
+        k, term, below = self._k, self._term, self._below
+        while True:
+            if count < 0:
+                tail = 1.0
+            elif mean <= 0.0 or count > end:
+                tail = 0.0
+            else:
+                if shape == 0.0:
+                    while k < count:
+                        k += 1
+                        term *= mean / k
+                        below += term
+                else:
+                    while k < count:
+                        term *= (k + shape) / (k + 1) * fail
+                        k += 1
+                        below += term
+                tail = 1.0 - below
+                tail = 0.0 if not tail > 0.0 else (tail if tail < 1.0 else 1.0)
+            if not tail > miss or replicas >= limit:
+                break
+            replicas += 1
+            count = math.floor(replicas * per_replica + _CAPACITY_TOLERANCE)
+        self._k, self._term, self._below = k, term, below
+        return replicas, tail
+
 
 _CAPACITY_TOLERANCE = 0.1
 """Requests by which a capacity may fall short of the next whole one and still count as it."""
@@ -206,14 +250,11 @@ def size_for_slo(
     arrivals = load * (1.0 - survive)
     per_replica = slots * (1.0 + wait_s / service_seconds)
 
-    counts = _CountTail(survivors, arrivals, dispersion)
-    replicas = 1  # the fewest replicas whose slots the count overruns rarely enough
-    tail = counts.above(_whole_requests(per_replica))
-    while tail > miss and replicas < limit:
-        replicas += 1
-        tail = counts.above(_whole_requests(replicas * per_replica))
-    return Sizing(
-        replicas, arrival_rate, service_seconds, load, tail, dispersion, spread, slots, miss
+    # The fewest replicas whose slots the count overruns rarely enough.
+    replicas, tail = _CountTail(survivors, arrivals, dispersion).fewest(per_replica, miss, limit)
+    return _new_tuple(
+        Sizing,
+        (replicas, arrival_rate, service_seconds, load, tail, dispersion, spread, slots, miss),
     )
 
 
@@ -285,15 +326,19 @@ class ServiceEstimate(NamedTuple):
         fold, fold_level = 1.0 - keep, 1.0 - keep_level
         old_rate, old_busy, weight, level, level_weight, count_sq, _ = self
         count = rate * window_s
-        # Positional: this runs once per model and tick (a 1,000-model tick's hot path).
-        return ServiceEstimate(
-            keep * old_rate + fold * rate,
-            keep * old_busy + fold * busy,
-            keep * weight + fold,
-            keep_level * level + fold_level * rate,
-            keep_level * level_weight + fold_level,
-            keep * count_sq + fold * count * count,
-            now,
+        # Every field, in order: this runs once per model and tick (a 1,000-model tick's
+        # hot path), see _new_tuple.
+        return _new_tuple(
+            ServiceEstimate,
+            (
+                keep * old_rate + fold * rate,
+                keep * old_busy + fold * busy,
+                keep * weight + fold,
+                keep_level * level + fold_level * rate,
+                keep_level * level_weight + fold_level,
+                keep * count_sq + fold * count * count,
+                now,
+            ),
         )
 
     def arrival_scv(
@@ -324,10 +369,28 @@ class ServiceEstimate(NamedTuple):
     ) -> tuple[float, float, float]:
         """(mean service time, the arrivals' count dispersion, the throughput the busy slots
         prove) in one call: `service_seconds`, ``variability(arrival_scv, service_cv)`` and
-        ``mean_busy / service time`` (the decision's hot path asks for the three together)."""
-        seconds = self.service_seconds(prior_s, prior_requests, horizon)
-        dispersion = variability(self.arrival_scv(window_s, horizon), service_cv)
-        return seconds, dispersion, self.mean_busy() / seconds
+        ``mean_busy / service time`` (the decision's hot path asks for the three together).
+
+        The methods' expressions written out, on the fields read once: the five calls they
+        make cost more than their arithmetic. tests/core/test_sizing.py checks that it
+        answers what the methods do."""
+        rate, busy, weight, _, _, count_sq, _ = self
+        seen = rate * horizon  # requests_seen
+        # service_seconds
+        if seen <= 0.0:
+            seconds = prior_s
+        else:
+            seconds = (prior_s * prior_requests + busy / rate * seen) / (prior_requests + seen)
+        # arrival_scv, at the default min_requests
+        if weight <= 0.0 or rate * window_s <= 0.0 or seen < _MIN_DISPERSION_REQUESTS:
+            scv = 1.0
+        else:
+            mean = rate / weight * window_s
+            index = (count_sq / weight - mean * mean) / mean
+            index = index if index > 0.5 else 0.5
+            scv = index if index < 20.0 else 20.0
+        mean_busy = busy / weight if weight > 0.0 else 0.0
+        return seconds, (scv + service_cv * service_cv) / 2.0, mean_busy / seconds
 
     def mean_busy(self) -> float:
         """The busy slots averaged over the calibration horizon (0 before any span)."""

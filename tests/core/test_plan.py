@@ -7,8 +7,9 @@ import math
 
 import pytest
 
-from scaler.core import ModelPolicy, ModelState, Signal, decide
-from scaler.core.decide import _PLANS, _plan
+from scaler.core import ModelPolicy, ModelState, Signal, decide, decide_all
+from scaler.core.decide import _PLANS, _ordered_plans, _plan
+from scaler.core.keepalive import keep_alive_seconds
 from tests.builders import homelab, make_observation, make_policy, make_target_policy
 
 VARIANTS = [
@@ -60,6 +61,10 @@ def test_plan_holds_what_the_policy_says(policy: ModelPolicy) -> None:
     assert plan.activation_threshold == (0.0 if zero is None else zero.activation_threshold)
     assert plan.restart_cost == policy.restart_cost_seconds
     assert plan.idle_prior == (zero.idle_seconds if zero is not None else math.inf)
+    assert plan.keep_alive_prior == keep_alive_seconds(
+        (), restart_cost_s=plan.restart_cost, prior_s=plan.idle_prior, floor_s=30.0
+    )
+    assert plan.band == plan.tolerance + 1e-9
     assert plan.wait == policy.slo.queue_wait_seconds
     assert plan.miss == policy.sizing_miss_ratio
     assert plan.sized is (sizing is not None)
@@ -102,6 +107,29 @@ def test_a_plan_goes_with_its_policy() -> None:
     del policy
     gc.collect()
     assert key not in _PLANS
+
+
+def test_the_fleet_order_is_reused_only_for_the_same_live_policies() -> None:
+    """decide_all()'s cached order serves the same policies again, and never another fleet:
+    one with a policy more, in another order, or a policy replaced (possibly at the gone
+    one's address)."""
+    fleet = [make_policy("mixtral-8x7b"), make_policy("tinyllama"), make_policy("mistral-7b")]
+    order = _ordered_plans(fleet)
+    assert [p.model for p in order] == ["mistral-7b", "tinyllama", "mixtral-8x7b"]
+    assert _ordered_plans(iter(fleet)) is order
+    assert [p.model for p in _ordered_plans([*fleet, make_policy("deepseek-coder")])] == [
+        "deepseek-coder",
+        "mistral-7b",
+        "tinyllama",
+        "mixtral-8x7b",
+    ]
+    for i in range(3):  # a new policy may take the address of the one it replaces
+        fleet[1] = make_policy("tinyllama", model=f"tinyllama-{i}")
+        gc.collect()
+        names = [p.model for p in _ordered_plans(fleet)]
+        assert names == ["mistral-7b", f"tinyllama-{i}", "mixtral-8x7b"]
+    decisions, _ = decide_all({}, fleet, {}, homelab(), now=0.0)
+    assert list(decisions) == ["mistral-7b", "tinyllama-2", "mixtral-8x7b"]
 
 
 def test_a_copy_of_the_targets_with_an_update_reports_the_update() -> None:

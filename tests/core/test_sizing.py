@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scaler.core import ModelState, Reason, Signal, decide
 from scaler.core.keepalive import MIN_GAPS, keep_alive_seconds, remember_gap
@@ -104,6 +106,33 @@ def test_service_estimate_converges_to_littles_law() -> None:
     assert estimate.mean_rate() == pytest.approx(0.05)
     # With no evidence the prior stands.
     assert ServiceEstimate().service_seconds(10.0, 20.0, 900.0) == 10.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    readings=st.lists(
+        st.tuples(
+            st.sampled_from([0.0, 0.003, 0.05, 0.4, 3.0]), st.sampled_from([0.0, 0.5, 2.5, 9.0])
+        ),
+        max_size=40,
+    ),
+    step=st.sampled_from([5.0, 15.0, 400.0]),
+)
+def test_profile_answers_what_the_methods_do(
+    readings: list[tuple[float, float]], step: float
+) -> None:
+    """profile() writes the methods out: the same three floats, bit for bit."""
+    estimate = ServiceEstimate()
+    for tick, (rate, busy) in enumerate(readings):
+        estimate = estimate.observe(
+            rate=rate, busy=busy, now=tick * step, horizon=900.0, rate_horizon=600.0,
+            window_s=60.0,
+        )  # fmt: skip
+        seconds = estimate.service_seconds(45.0, 20.0, 900.0)
+        dispersion = variability(estimate.arrival_scv(60.0, 900.0), 0.7)
+        assert estimate.profile(
+            prior_s=45.0, prior_requests=20.0, horizon=900.0, window_s=60.0, service_cv=0.7
+        ) == (seconds, dispersion, estimate.mean_busy() / seconds)
 
 
 def test_index_of_dispersion_is_one_for_steady_counts_and_more_for_bursts() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import pickle
 from typing import Any
 
 import pytest
@@ -51,7 +53,8 @@ STATE: dict[str, Any] = {
 def test_builder_makes_what_the_constructor_makes(
     cls: type[Any], build: Any, values: dict[str, Any]
 ) -> None:
-    """Same type, same fields (every one, in order), equal, still frozen."""
+    """Same type, same fields (every one, in order), equal, still frozen, and it pickles and
+    copies as the constructor's object does."""
     assert [f.name for f in dataclasses.fields(cls)] == list(values)
     built = build(*values.values())
     assert type(built) is cls
@@ -63,3 +66,8 @@ def test_builder_makes_what_the_constructor_makes(
         setattr(built, next(iter(values)), None)
     with pytest.raises(TypeError):
         build(*list(values.values())[:-1])  # every field must be given
+    # Built through a class of the same layout: nothing of that class is left on it.
+    assert pickle.loads(pickle.dumps(built)) == built
+    assert copy.copy(built) == built
+    assert dataclasses.replace(built) == built
+    assert not hasattr(built, "__dict__")
