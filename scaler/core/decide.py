@@ -159,10 +159,13 @@ class _Plan:
         self.activation_threshold = 0.0 if rule is None else rule.activation_threshold
         self.restart_cost = policy.restart_cost_seconds
         self.idle_prior = rule.idle_seconds if rule is not None else math.inf
-        # keep_alive_seconds() until MIN_GAPS idle gaps are known (the same expression): a
-        # constant of the policy.
-        self.keep_alive_prior = min(
-            self.idle_prior, max(_KEEP_ALIVE_FLOOR_SECONDS, self.restart_cost)
+        # What keep_alive_seconds() answers until MIN_GAPS idle gaps are known: a constant of
+        # the policy, so asked once here rather than on every tick.
+        self.keep_alive_prior = keep_alive_seconds(
+            (),
+            restart_cost_s=self.restart_cost,
+            prior_s=self.idle_prior,
+            floor_s=_KEEP_ALIVE_FLOOR_SECONDS,
         )
         sizing = policy.sizing
         self.sized = sizing is not None
