@@ -161,14 +161,14 @@ class _CountTail:
 
     def fewest(self, per_replica: float, miss: float, limit: int) -> tuple[int, float]:
         """The fewest replicas (1 to `limit`) of `per_replica` requests' capacity each (see
-        `_whole_requests`) whose whole requests X overruns with probability at most `miss`,
+        `_CAPACITY_TOLERANCE`) whose whole requests X overruns with probability at most `miss`,
         and that probability.
 
         The same walk as `above` for each replica count in turn, in one call: the sizing
         tries two or three counts per model and tick, and a method call per count (and one
         more for its whole requests) cost more than the pmf terms they add."""
         replicas = 1
-        # _whole_requests(replicas * per_replica), written out: a call per count costs more.
+        # floor(capacity + _CAPACITY_TOLERANCE): the whole requests a capacity holds.
         count = math.floor(per_replica + _CAPACITY_TOLERANCE)
         mean, end = self._mean, self._end
         shape, fail = self._shape, self._fail
@@ -200,19 +200,15 @@ class _CountTail:
 
 
 _CAPACITY_TOLERANCE = 0.1
-"""Requests by which a capacity may fall short of the next whole one and still count as it."""
+"""Requests by which a capacity may fall short of the next whole one and still count as it.
 
-
-def _whole_requests(capacity: float) -> int:
-    """The whole requests a capacity of `capacity` holds (pure).
-
-    Rounded down, but a hair short of a whole number counts as it: ``slots × (1 + W/S)``
-    moves with the service estimate S, and where W is about S (Mixtral: 90 s for 90 s
-    requests, 2 slots) an estimate wobbling by a percent either side of 90 s made a replica
-    hold 4 requests one tick and 3 the next, so a second replica started and stopped within
-    a session. A tenth of a request covers an estimate up to 5 % long there.
-    """
-    return math.floor(capacity + _CAPACITY_TOLERANCE)
+A replica's capacity ``slots × (1 + W/S)`` is counted in whole requests, rounded down, but
+a hair short of a whole number counts as it: the capacity moves with the service estimate
+S, and where W is about S (Mixtral: 90 s for 90 s requests, 2 slots) an estimate wobbling
+by a percent either side of 90 s made a replica hold 4 requests one tick and 3 the next, so
+a second replica started and stopped within a session. A tenth of a request covers an
+estimate up to 5 % long there. `_CountTail.fewest` applies it.
+"""
 
 
 def size_for_slo(
