@@ -70,6 +70,13 @@ _DEMAND, _SLO_SIZED = Reason.DEMAND, Reason.SLO_SIZED
 # A trend rises by at least one replica's worth across the trend window (less float noise).
 _TREND_RISE = 1.0 - 1e-6
 
+# The request counter proves a fall in arrivals only while its long-run rate carries at
+# least this share of the throughput the busy slots prove (Little's law): below it the
+# counter misses requests (llama.cpp's rate is the activator's; requests that bypass it are
+# not counted) and its quiet minute is no evidence. Where the counter is right the two
+# agree within the service estimate's error, far above a half.
+_COUNTER_AGREEMENT = 0.5
+
 # The shortest scale-down hold: a dip must outlast one scrape (15 s) to be more than the
 # noise of a single reading.
 _RELEASE_FLOOR_SECONDS = 15.0
@@ -341,13 +348,17 @@ def _decide(
             rate_horizon=plan.rate_horizon,
             window_s=plan.window,
         )
-        rate = arrival_rate(rate, plan.window, service.mean_rate())
         # Little's law the other way round: the long-run busy slots prove a throughput of
         # busy / S. It keeps the sizing honest where the request counter under-counts or
         # reads 0 (llama.cpp has none: its rate is the activator's, and requests that
         # bypass the activator are not in it); where the counter is right it is the same.
-        if proven > rate:
-            rate = proven
+        # Only a counter that agrees with it over the long run can prove a fall: a quiet
+        # minute of one that misses requests says nothing about the model.
+        level = service.mean_rate()
+        trusted = level is not None and level >= _COUNTER_AGREEMENT * proven
+        if level is not None and proven > level:
+            level = proven
+        rate = arrival_rate(rate, plan.window, level, falls=trusted)
         # While replicas start, the requests in the system are what they come to serve:
         # their queue is not projected forward again (that cascades: 2 -> 4 -> 8), only the
         # arrivals are. Every request present still needs a slot: the floor asks for the

@@ -254,24 +254,36 @@ def size_for_slo(
     )
 
 
-def arrival_rate(short: float, window_s: float, long: float | None, z: float = 2.0) -> float:
-    """The arrival rate to size for: the long-run mean, or what the short window proves is
-    more (pure).
+def arrival_rate(
+    short: float, window_s: float, long: float | None, z: float = 2.0, *, falls: bool = True
+) -> float:
+    """The arrival rate to size for: the long-run mean, unless the short window proves it is
+    more, or (`falls`) that it is less (pure).
 
     At homelab rates a 1-minute ``rate()`` is mostly noise: one request in a quiet minute
     reads as several times the real rate, and sizing for it buys replicas for nothing. The
-    short window counts only as far as its count proves: its rate less `z` standard
-    deviations of a Poisson count (``(n - z·√n) / window``), so two requests in a minute
-    prove nothing and a flash crowd of twenty proves most of itself, as Knative's panic
-    window overrides its stable window only when the load clearly jumped. Without a long-run
-    mean yet (the first reading), the short window's rate is taken as it is.
+    short window counts only as far as its count ``n`` proves, `z` Poisson standard
+    deviations either side (``(n ± z·√n) / window``): above the long-run mean its lower
+    edge is taken, so two requests in a minute prove nothing and a flash crowd of twenty
+    proves most of itself, as Knative's panic window overrides its stable window only when
+    the load clearly jumped; below the mean its upper edge is taken, so the minute after a
+    burst is sized for what it still shows, not for the burst the long average remembers
+    (Knative sizes on its 60 s stable window both ways). A quiet minute's edge is 0: the
+    requests still in the system are counted apart, and the sizing's reaction time is what
+    a returning burst costs. `falls` is False where the counter cannot prove a fall (it
+    misses requests the busy slots show). Without a long-run mean yet (the first reading),
+    the short window's rate is taken as it is.
     """
     if long is None:
         return short  # nothing to tell noise from: the reading as it is
     count = short * window_s
-    proven = count - z * math.sqrt(count)
-    proven = (proven if proven > 0.0 else 0.0) / window_s
-    return proven if proven > long else long
+    spread = z * math.sqrt(count)
+    proven = count - spread
+    if proven > long * window_s:
+        return proven / window_s
+    if falls and count + spread < long * window_s:
+        return (count + spread) / window_s
+    return long
 
 
 _MIN_DISPERSION_REQUESTS = 30.0

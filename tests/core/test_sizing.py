@@ -95,6 +95,18 @@ def test_arrival_rate_ignores_noise_and_follows_a_burst() -> None:
     assert arrival_rate(2 / 60, 60.0, None) == 2 / 60  # no history: the reading as it is
 
 
+def test_arrival_rate_follows_a_fall_the_short_window_proves() -> None:
+    """After a burst the long-run mean remembers 12 requests a minute: a quiet minute proves
+    a fall to 0, two requests one to their upper edge, ten prove nothing below the mean; a
+    counter that cannot prove a fall (`falls=False`) leaves the mean as it is."""
+    long = 0.2
+    assert arrival_rate(0.0, 60.0, long) == 0.0
+    assert arrival_rate(2 / 60, 60.0, long) == pytest.approx((2 + 2 * math.sqrt(2)) / 60)
+    assert arrival_rate(10 / 60, 60.0, long) == long
+    assert arrival_rate(0.0, 60.0, long, falls=False) == long
+    assert arrival_rate(2 / 60, 60.0, None) == 2 / 60
+
+
 def test_service_estimate_converges_to_littles_law() -> None:
     """Steady 0.05 req/s with 2.5 busy slots: S = 50 s once the prior is outweighed."""
     estimate = ServiceEstimate()
@@ -337,6 +349,31 @@ def test_on_demand_model_keeps_alive_through_pauses_then_goes_to_zero() -> None:
     assert zero.keep_alive_s is not None
     assert zero.keep_alive_s < 900.0
     assert zero.time < session_starts[-1] + 600.0 + 900.0
+
+
+def test_replicas_a_burst_needed_go_once_a_quiet_minute_proves_it_over() -> None:
+    """mistral-7b after an hour at 0.2 req/s (10 in flight, three replicas): the load stops.
+    The rate averaged over the 600 s horizon and the busy slots over 900 s still remember
+    the hour; the quiet minute proves the arrivals fell, so the count follows the requests
+    still in the system and the extra replicas go after the down window (one reaction time,
+    110 s, no release seen yet), one a minute: 1 replica within 5 minutes, where the long
+    averages alone still held 3 after 11 (sized for 0.10 req/s then)."""
+    policy = make_policy("mistral-7b")
+    stop = 3600.0
+
+    def load(t: float) -> dict[Signal, float]:
+        if t < stop:
+            return signals(inflight=10.0, rate=0.2)
+        return signals(inflight=0.0, rate=0.2 if t < stop + 60.0 else 0.0)  # rate()[1m] lags
+
+    driver = Driver(policy, load, current=3)
+    driver.run(until=stop)
+    assert driver.current == 3
+    driver.run(until=stop + 65.0)
+    assert driver.decisions[-1].sizing is not None
+    assert driver.decisions[-1].sizing.arrival_rate == 0.0
+    driver.run(until=stop + 300.0)
+    assert driver.current == 1
 
 
 def test_a_request_counter_reading_zero_does_not_hide_the_load() -> None:
