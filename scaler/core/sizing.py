@@ -276,12 +276,11 @@ def arrival_rate(
     """
     if long is None:
         return short  # nothing to tell noise from: the reading as it is
-    count = short * window_s
+    count, expected = short * window_s, long * window_s
     spread = z * math.sqrt(count)
-    proven = count - spread
-    if proven > long * window_s:
-        return proven / window_s
-    if falls and count + spread < long * window_s:
+    if count - spread > expected:
+        return (count - spread) / window_s
+    if falls and count + spread < expected:
         return (count + spread) / window_s
     return long
 
