@@ -12,6 +12,10 @@ ticks between two ticks). With the defaults a full collection now and then lands
 tick and walks every object of the process (14-33 ms with 1,000 models): that is the p99
 of the ``default`` rows, and what the loop's settings keep out of its ticks.
 
+The first line says which decision core ran: interpreted (the sources as they are) or
+compiled (a build with ``SCALER_COMPILE_CORE=1``, see setup.py; the container image's). To
+time the compiled one, install or unpack such a wheel and run this script against it.
+
     python benchmarks/decide_speed.py [--ticks N]
 """
 
@@ -21,6 +25,7 @@ import argparse
 import gc
 import os
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,10 +119,17 @@ def measure(models: int, ticks: int, *, loop_gc: bool) -> tuple[list[float], lis
     return decide_times, baseline_times
 
 
+def core_build() -> str:
+    """Which decision core this process imported: mypyc-compiled or interpreted."""
+    origin = sys.modules[decide_all.__module__].__file__ or ""
+    return "compiled (mypyc)" if origin.endswith(".so") else "interpreted"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ticks", type=int, default=60)
     args = parser.parse_args()
+    print(f"decision core: {core_build()}, {sys.modules[decide_all.__module__].__file__}")
     print(
         f"{'models':>7} {'gc':>8} {'decide min ms':>14} {'decide p50 ms':>14} "
         f"{'decide p99 ms':>14} {'per model us':>13} {'baseline p50 ms':>16}"
