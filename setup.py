@@ -19,7 +19,7 @@ from setuptools import setup
 
 # The modules a tick spends its time in (cProfile of benchmarks/decide_speed.py: decide_all's
 # own loop, the queueing model, the placement index). The types and the policy model
-# (pydantic) stay interpreted: the drivers and the tests build and inspect them everywhere.
+# (pydantic) stay interpreted: a tick spends little time in them.
 COMPILED = [
     "scaler/core/decide.py",
     "scaler/core/placement.py",

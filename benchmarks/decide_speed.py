@@ -13,8 +13,8 @@ tick and walks every object of the process (14-33 ms with 1,000 models): that is
 of the ``default`` rows, and what the loop's settings keep out of its ticks.
 
 The first line says which decision core ran: interpreted (the sources as they are) or
-compiled (a build with ``SCALER_COMPILE_CORE=1``, see setup.py; the container image's). To
-time the compiled one, install or unpack such a wheel and run this script against it.
+compiled (a build with ``SCALER_COMPILE_CORE=1``, see setup.py). To time the compiled one,
+unpack such a wheel into a directory and run this script with ``PYTHONPATH`` set to it.
 
     python benchmarks/decide_speed.py [--ticks N]
 """
