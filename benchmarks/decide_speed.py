@@ -120,16 +120,17 @@ def measure(models: int, ticks: int, *, loop_gc: bool) -> tuple[list[float], lis
 
 
 def core_build() -> str:
-    """Which decision core this process imported: mypyc-compiled or interpreted."""
+    """Which decision core this process imported, mypyc-compiled or interpreted, and from where."""
     origin = sys.modules[decide_all.__module__].__file__ or ""
-    return "compiled (mypyc)" if origin.endswith(".so") else "interpreted"
+    kind = "compiled (mypyc)" if origin.endswith(".so") else "interpreted"
+    return f"{kind}, {origin}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ticks", type=int, default=60)
     args = parser.parse_args()
-    print(f"decision core: {core_build()}, {sys.modules[decide_all.__module__].__file__}")
+    print(f"decision core: {core_build()}")
     print(
         f"{'models':>7} {'gc':>8} {'decide min ms':>14} {'decide p50 ms':>14} "
         f"{'decide p99 ms':>14} {'per model us':>13} {'baseline p50 ms':>16}"
