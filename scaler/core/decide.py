@@ -813,11 +813,35 @@ def _stabilize(
         reasons.append(Reason.STABILIZED_UP)
     elif desired > demand:
         reasons.append(Reason.STABILIZED_DOWN)
-    # Run-length storage: an entry followed by the same value is dominated by the later one
-    # (same value, expires later), so steady load keeps the history one entry long.
-    if history and history[-1][1] == demand:
-        history = history[:-1]
-    return desired, (*history, (now, demand))
+    return desired, _dominant((*history, (now, demand)))
+
+
+def _dominant(history: tuple[tuple[float, int], ...]) -> tuple[tuple[float, int], ...]:
+    """The entries of a time-ordered recommendation history that a window can still need.
+
+    Both windows end now, and so does every later one: an entry that a later entry matches
+    or exceeds can never be a window's highest (the later one is inside every window the
+    earlier one is), and one that a later entry matches or undercuts never its lowest. An
+    entry neither strictly above nor strictly below everything after it is dropped: every
+    window's lowest and highest stay as they were, and the history stays as short as the
+    number of distinct levels in it (one entry under steady load), however the load moves.
+    """
+    last = len(history) - 1
+    highest = lowest = history[last][1]
+    keep = [history[last]]
+    for index in range(last - 1, -1, -1):
+        entry = history[index]
+        value = entry[1]
+        if value > highest:
+            highest = value
+            keep.append(entry)
+        elif value < lowest:
+            lowest = value
+            keep.append(entry)
+    if len(keep) == len(history):
+        return history
+    keep.reverse()
+    return tuple(keep)
 
 
 def _limit_step(

@@ -10,8 +10,11 @@ import json
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scaler.core import ModelState, Pod, Reason, Signal, decide, decide_all
+from scaler.core.decide import _dominant
 from tests.builders import homelab, make_observation
 from tests.builders import make_target_policy as make_policy
 
@@ -156,6 +159,39 @@ def test_scale_up_stabilization_takes_lowest_recommendation() -> None:
     assert Reason.STABILIZED_UP in burst.reasons
     lasting, _ = decide(make_observation(queue=6, current=1), policy, state, NO_CLUSTER, 31.0)
     assert lasting.desired_replicas == 3
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=6), min_size=1, max_size=40))
+def test_the_kept_recommendations_give_every_window_its_lowest_and_highest(
+    values: list[int],
+) -> None:
+    """The history kept between ticks is shorter, never different: for every window that
+    ends now, its lowest and highest recommendation are those of the whole history."""
+    history = tuple((float(t), v) for t, v in enumerate(values))
+    kept = _dominant(history)
+    assert kept[-1] == history[-1]
+    assert set(kept) <= set(history)
+    assert list(kept) == sorted(kept)
+    for cutoff in range(-1, len(values)):
+        inside = [v for t, v in history if t > cutoff]
+        inside_kept = [v for t, v in kept if t > cutoff]
+        if inside:
+            assert (min(inside_kept), max(inside_kept)) == (min(inside), max(inside))
+
+
+def test_a_load_that_moves_every_tick_keeps_a_history_of_its_levels_not_its_ticks() -> None:
+    """Demand cycling over 3 levels for 60 ticks keeps at most one entry per level and
+    direction, where every tick's recommendation is inside the 300 s down window."""
+    policy = make_policy(replicas={"max": 10})
+    state = ModelState()
+    for tick in range(60):
+        queue = 2.0 * (1 + tick % 3)  # demand 1, 2, 3, 1, 2, 3, ...
+        _, state = decide(
+            make_observation(queue=queue, current=2), policy, state, NO_CLUSTER, 5.0 * tick
+        )
+    assert 1 <= len(state.recommendations) <= 4
+    assert {r for _, r in state.recommendations} >= {1, 3}
 
 
 def test_step_limit_bounds_one_decision() -> None:
