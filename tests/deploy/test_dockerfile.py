@@ -110,6 +110,28 @@ def test_final_stage_installs_no_build_tools_and_drops_pip() -> None:
     assert re.search(r"pip uninstall --yes setuptools wheel pip", runs)
 
 
+def test_builder_compiles_the_decision_core_and_ships_only_that_wheel() -> None:
+    """The builder builds the project with setup.py's SCALER_COMPILE_CORE=1 (mypyc; with a
+    compiler installed there), after removing the pure-Python wheel of the project, with the
+    mypy the test dependencies pin."""
+    builder = _stages()[0]
+    copied = " ".join(arg for kw, arg in builder.instructions if kw == "COPY")
+    assert "setup.py" in copied.split()
+    runs = " && ".join(arg for kw, arg in builder.instructions if kw == "RUN")
+    assert re.search(r"apt-get install [^&]*\bgcc\b", runs)
+    compiled = re.search(r"SCALER_COMPILE_CORE=1 pip wheel --no-build-isolation --no-deps", runs)
+    removed = re.search(r"rm /wheels/scaler-\*\.whl", runs)
+    assert compiled
+    assert removed
+    assert removed.start() < compiled.start()
+    assert 'os.environ.get("SCALER_COMPILE_CORE") == "1"' in (ROOT / "setup.py").read_text()
+    test_extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]["test"]
+    mypy = next(spec for spec in test_extra if spec.startswith("mypy"))
+    assert f'"{mypy}"' in runs
+
+
 def test_entrypoint_is_scaler_serve_and_exists_in_the_package() -> None:
     """ENTRYPOINT ["scaler", "serve"]: `scaler` is the package's console script (scaler.cli)
     and `serve` a registered sub-command; the activator's `scaler activator` too."""
