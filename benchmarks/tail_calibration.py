@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from scaler.core import Signal
-from scaler.core.sizing import count_above
+from scaler.core.sizing import _CAPACITY_TOLERANCE, count_above
 from scaler.simulation.comparison import make_autoscaler
 from scaler.simulation.engine import SimulationResult, simulate
 from scaler.simulation.scenario import prepare
@@ -64,7 +64,9 @@ class _Model:
 
     def capacity(self, replicas: int, service_s: float) -> int:
         """The whole requests `replicas` hold within the SLO's wait (as the sizing counts)."""
-        return math.floor(replicas * self.slots * (1.0 + self.wait / service_s) + 0.1)
+        return math.floor(
+            replicas * self.slots * (1.0 + self.wait / service_s) + _CAPACITY_TOLERANCE
+        )
 
 
 def calibration(paths: list[Path], model: str) -> None:
