@@ -4,7 +4,7 @@ Imports nothing from the rest of scaler and nothing that does I/O or reads a clo
 (tests/test_architecture.py) enforces it.
 """
 
-from scaler.core.decide import decide, decide_all
+from scaler.core.decide import decide, decide_all, decide_each
 from scaler.core.placement import Occupancy, capacity, spread
 from scaler.core.policy import Engine, FallbackMode, ModelClass, ModelPolicy
 from scaler.core.signals import Signal
@@ -37,5 +37,6 @@ __all__ = [
     "capacity",
     "decide",
     "decide_all",
+    "decide_each",
     "spread",
 ]

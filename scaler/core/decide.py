@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from operator import attrgetter
@@ -556,21 +556,36 @@ def decide_all(
     """
     decisions: dict[str, Decision] = {}
     next_states: dict[str, ModelState] = {}
+    for decision, state in decide_each(observations, policies, states, cluster, now):
+        decisions[decision.model] = decision
+        next_states[decision.model] = state
+    return decisions, next_states
+
+
+def decide_each(
+    observations: Mapping[str, Observation],
+    policies: Iterable[ModelPolicy],
+    states: Mapping[str, ModelState],
+    cluster: ClusterState,
+    now: float,
+) -> Iterator[tuple[Decision, ModelState]]:
+    """decide_all() one model at a time: each model's decision and next state, in its order.
+
+    The same decisions as decide_all() (which consumes it); a driver that must not hold its
+    thread for the whole tick (the live loop, on its event loop) takes a few models between
+    two other jobs. The arguments must not change until the last model is decided.
+    """
     occupancy = Occupancy(cluster) if cluster.nodes else None
-    plans = _ordered_plans(policies)
     fresh = ModelState()  # immutable: one serves every model without a state yet
-    for plan in plans:
+    for plan in _ordered_plans(policies):
         model = plan.model
         observation = observations.get(model) or Observation(
             model=model, signals={}, sample_time=None, current_replicas=0, ready_replicas=0
         )
-        decision, next_states[model] = _decide(
-            observation, plan, states.get(model, fresh), occupancy, now
-        )
-        decisions[model] = decision
+        decision, state = _decide(observation, plan, states.get(model, fresh), occupancy, now)
         if occupancy is not None:
             occupancy.reserve_for(model, plan.need, plan.per_node, decision.desired_replicas)
-    return decisions, next_states
+        yield decision, state
 
 
 def _hold(

@@ -6,18 +6,21 @@ One tick (`ControlLoop.tick`), with `now` from the injected clock:
    `read_timeout`), the cluster (target Deployments, nodes, model pods) from the Kubernetes
    API, or in ``--no-kubernetes`` mode the replica counts from Prometheus with placement
    unknown;
-2. decide: ``scaler.core.decide_all`` for every model (no scaling rule lives here);
+2. decide: ``scaler.core.decide_each`` for every model (no scaling rule lives here);
 3. publish every decision to the DecisionStore (the only thing the API reads) and to the
    self-metrics; one structured log line per *changed* decision (desired or reasons);
 4. actuate, on the leader only: zero crossings of on-demand models (actuator.py) and the
    state annotation (persistence.py).
 
 Neither step 2 nor step 3 holds the event loop for long, so API requests are answered
-during a tick: deciding (one pure call, tens of ms for 1,000 models) runs in a worker thread
-(``asyncio.to_thread``); publishing (rendering each model's answers, self-metrics, logs: as
-long again) runs on the event loop a slice of models at a time, into a draft of the store's
-next snapshot that readers do not see. One ``DecisionStore.commit`` then makes the whole
-tick visible: a request sees the previous tick or this one, for every model, never a mix.
+during a tick: deciding (tens of ms for 1,000 models) and publishing (rendering each model's
+answers, self-metrics, logs: as long again) run on the event loop a slice of models at a
+time (SLICE_SECONDS), publishing into a draft of the store's next snapshot that readers do
+not see. One ``DecisionStore.commit`` then makes the whole tick visible: a request sees the
+previous tick or this one, for every model, never a mix. (Deciding in a worker thread
+instead made every request of a tick wait for the GIL at each of its socket operations:
+paced at 500 req/s with 1,000 models ticking, an open-loop p99 of 15-18 ms against 2-3 ms
+in slices, the bare handler's 2.4-6.6 ms; benchmarks/api_throughput.py, docs/benchmarks.md.)
 
 Faults never end the loop: a source that raises, times out or returns garbage gives a tick
 without data (decide() holds: no scale-down on missing data); a Kubernetes read that fails
@@ -51,7 +54,7 @@ from scaler.core import (
     ModelPolicy,
     ModelState,
     Observation,
-    decide_all,
+    decide_each,
 )
 from scaler.live.actuator import Actuator
 from scaler.live.cluster_reader import ClusterObservation, ClusterReader
@@ -162,16 +165,17 @@ class TickResult:
     scale_writes: Mapping[str, str]  # model -> result, for the models actuated
 
 
-PUBLISH_SLICE_SECONDS = 0.0005
-"""How long publishing (rendering answers, self-metrics, logs) runs before the event loop
-serves requests again: a request arriving during a tick waits about this long."""
+SLICE_SECONDS = 0.0005
+"""How long a tick's work on the event loop (deciding, then rendering answers, self-metrics
+and logs) runs before the loop serves requests again: a request arriving during a tick waits
+about this long."""
 
 SWITCH_INTERVAL_SECONDS = 0.0001
 """The interpreter's thread switch interval while the loop runs (the default is 5 ms): the
-longest the worker thread running decide_all keeps the event loop waiting for the GIL. A
-request waits that long at each of its socket operations (each lets the worker take the
-GIL): paced at 500 req/s with 1,000 models ticking every second, p99 6.4 ms at 0.1 ms
-against 16.5 ms at 0.5 ms (same run), the ticks no slower."""
+longest a worker thread (a Kubernetes API call decoding its answer) keeps the event loop
+waiting for the GIL. A request waits that long at each of its socket operations (each lets
+the worker take the GIL): when deciding still ran in a thread, paced at 500 req/s with 1,000
+models ticking every second, p99 6.4 ms at 0.1 ms against 16.5 ms at 0.5 ms (same run)."""
 
 GC_THRESHOLDS = (700, 2**31 - 1, 2**31 - 1)
 """The collector's thresholds while the loop runs: a young pass every 700 allocations
@@ -200,17 +204,17 @@ arrived during a slice is read before the next slice, and answered after it; res
 
 
 async def _sliced(items: Iterable[_T]) -> AsyncIterator[_T]:
-    """`items`, letting the event loop serve requests every PUBLISH_SLICE_SECONDS."""
-    yield_at = time.perf_counter() + PUBLISH_SLICE_SECONDS
+    """`items`, letting the event loop serve requests every SLICE_SECONDS."""
+    yield_at = time.perf_counter() + SLICE_SECONDS
     for item in items:
         if time.perf_counter() >= yield_at:
             await asyncio.sleep(_PAUSE_SECONDS)
-            yield_at = time.perf_counter() + PUBLISH_SLICE_SECONDS
+            yield_at = time.perf_counter() + SLICE_SECONDS
         yield item
 
 
 class ControlLoop:
-    """Drives decide_all once per tick; tests call `tick()` directly, serve calls `run()`."""
+    """Drives decide_each once per tick; tests call `tick()` directly, serve calls `run()`."""
 
     def __init__(
         self,
@@ -256,7 +260,7 @@ class ControlLoop:
 
         While it runs, the process is tuned for ticks that do not stall the API:
 
-        - threads switch every SWITCH_INTERVAL_SECONDS;
+        - threads (Kubernetes API calls) switch every SWITCH_INTERVAL_SECONDS;
         - after the first tick what lives as long as the adapter (policies, self-metrics
           series, modules) is frozen out of the garbage collector, whose full passes over it
           held the GIL for 75-190 ms with 1,000 models;
@@ -323,11 +327,7 @@ class ControlLoop:
             cluster = ClusterState()  # placement unknown
         self._was_leader = leader
 
-        # decide_all is one pure call of tens of ms for 1,000 models: it runs in a worker
-        # thread so that the event loop keeps answering the HPA meanwhile.
-        decisions, next_states = await asyncio.to_thread(
-            self._decide, reading, replicas, cluster, now
-        )
+        decisions, next_states = await self._decide(reading, replicas, cluster, now)
         await self._publish(decisions, now)
 
         writes: dict[str, str] = {}
@@ -342,20 +342,21 @@ class ControlLoop:
         self._ready = self._ready or source_ok
         return TickResult(now, decisions, source_ok, leader, writes)
 
-    def _decide(
+    async def _decide(
         self,
         reading: SourceReading,
         replicas: Mapping[str, tuple[int, int]],
         cluster: ClusterState,
         now: float,
     ) -> tuple[dict[str, Decision], dict[str, ModelState]]:
-        """Observations, then decide_all: this tick's decisions and next states.
+        """Observations, then decide_each: this tick's decisions and next states.
 
-        Runs in a worker thread while the tick awaits it, so it touches the loop's own state
-        (states, the unknown-replicas memory) while no other code of the loop runs.
+        Runs on the event loop a slice of models at a time (`_sliced`), so a request that
+        arrives meanwhile waits one slice. Between slices nothing else of the loop runs
+        (ticks do not overlap), so the states it reads stay as they were.
         """
         observations: dict[str, Observation] = {}
-        for policy in self.policies:
+        async for policy in _sliced(self.policies):
             if policy.model not in replicas:
                 continue
             current, ready = replicas[policy.model]
@@ -382,9 +383,14 @@ class ControlLoop:
             self._unknown.discard(policy.model)
             # A model never seen starts fresh: decide() holds its running count (first sync).
             self.states.setdefault(policy.model, ModelState())
-        return decide_all(
-            observations, deciding, {m: self.states[m] for m in observations}, cluster, now
-        )
+        states = {m: self.states[m] for m in observations}
+        decisions: dict[str, Decision] = {}
+        next_states: dict[str, ModelState] = {}
+        steps = decide_each(observations, deciding, states, cluster, now)
+        async for decision, state in _sliced(steps):
+            decisions[decision.model] = decision
+            next_states[decision.model] = state
+        return decisions, next_states
 
     # ---- observe --------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """A tick keeps the event loop free and reaches the API all at once.
 
-The decision step runs in a worker thread; the API, on the event loop, answers meanwhile
-from the previous tick, and every answer comes from one whole tick, never from part of one.
+The decision step and publishing run on the event loop a slice of models at a time; the API
+answers between slices from the previous tick, and every answer comes from one whole tick,
+never from part of one.
 The adapter runs in --no-kubernetes mode (replica counts from the fake source), with the real
 API application in front of its store.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,7 +24,7 @@ from scaler.api.auth import Authenticator
 from scaler.api.selfmetrics import Health, SelfMetrics
 from scaler.api.server import build_app
 from scaler.api.store import DecisionStore
-from scaler.core import Decision, ModelPolicy, decide_all
+from scaler.core import Decision, ModelPolicy, decide_each
 from scaler.live.loop import GC_THRESHOLDS, ControlLoop, NoMetrics
 from scaler.metric_names import EXTERNAL_DESIRED_REPLICAS
 from scaler.sources import ReplicaCount
@@ -69,65 +69,58 @@ async def api_client(aiohttp_client: Any, store: DecisionStore, clock: VirtualCl
     return client
 
 
-class HeldDecide:
-    """decide_all that spins on the CPU (holding the GIL whenever it may) until released.
+class SlowDecide:
+    """decide_each whose every model takes STEP_SECONDS of CPU (a spin, which holds the
+    thread it runs on): over 300 models a tick decides for about 1.5 s, far longer than a
+    request served between two models takes even on a loaded machine. Deciding in one
+    stretch on the event loop would answer the request after the tick, and fail the test."""
 
-    It gives up after GENEROUS seconds, so that a decide run on the event loop (which then
-    cannot serve the request that would release it) fails the test rather than hanging it.
-    """
+    STEP_SECONDS = 0.005
 
     def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self._real = decide_all
+        self.steps = 0
+        self._real = decide_each
 
-    def __call__(self, *args: Any) -> Any:
-        self.entered.set()
-        give_up = time.monotonic() + GENEROUS
-        while not self.release.is_set() and time.monotonic() < give_up:
-            pass
-        return self._real(*args)
-
-
-@pytest.fixture
-def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldDecide]:
-    """The loop's decide_all replaced by a held one; released at the end whatever happens."""
-    decide = HeldDecide()
-    monkeypatch.setattr("scaler.live.loop.decide_all", decide)
-    yield decide
-    decide.release.set()
+    def __call__(self, *args: Any) -> Iterator[Any]:
+        for step in self._real(*args):
+            done = time.perf_counter() + self.STEP_SECONDS
+            while time.perf_counter() < done:
+                pass
+            self.steps += 1
+            yield step
 
 
 async def test_the_api_answers_while_a_slow_decide_runs(
     policies: list[ModelPolicy],
     source: FakeSource,
     clock: VirtualClock,
-    held: HeldDecide,
     aiohttp_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A request made while decide is busy is answered before the tick ends, with the
+    """A request made while a tick is deciding is answered before the tick ends, with the
     previous tick's value; once the tick ends, the new one is served."""
-    loop, store = adapter(policies, source, clock)
-    held.release.set()
-    await loop.tick()  # the first tick: mistral-7b idle
+    loop, store = adapter(fleet_of(policies, 300), source, clock)
+    await loop.tick()  # the first tick: every model idle
     client = await api_client(aiohttp_client, store, clock)
-    url = f"{PATH}?labelSelector=model%3Dmistral-7b"
+    url = f"{PATH}?labelSelector=model%3Dmodel-001"
     first = (await (await client.get(url)).json())["items"][0]
 
-    held.release.clear()
+    slow = SlowDecide()
+    monkeypatch.setattr("scaler.live.loop.decide_each", slow)
     clock.advance(5)
-    source.set("mistral-7b", queue_depth=40.0)
+    source.set("model-001", queue_depth=40.0)
     tick = asyncio.create_task(loop.tick())
-    assert await asyncio.to_thread(held.entered.wait, GENEROUS)
+    while slow.steps == 0:
+        await asyncio.sleep(0.001)
     response = await asyncio.wait_for(client.get(url), timeout=GENEROUS)
     assert response.status == 200
     assert (await response.json())["items"][0] == first
     assert not tick.done()  # answered while the tick was still deciding
+    assert slow.steps < 300
 
-    held.release.set()
     result = await asyncio.wait_for(tick, timeout=GENEROUS)
     item = (await (await client.get(url)).json())["items"][0]
-    assert item["value"] == str(result.decisions["mistral-7b"].desired_replicas)
+    assert item["value"] == str(result.decisions["model-001"].desired_replicas)
     assert item["timestamp"] != first["timestamp"]
 
 
@@ -179,7 +172,7 @@ async def test_the_api_answers_between_publish_slices(
 ) -> None:
     """While a tick publishes (one model per slice here), a request is answered, from the
     previous tick: the draft being written is not visible."""
-    monkeypatch.setattr("scaler.live.loop.PUBLISH_SLICE_SECONDS", 0.0)
+    monkeypatch.setattr("scaler.live.loop.SLICE_SECONDS", 0.0)
     metrics = PublishingMetrics()
     loop, store = adapter(fleet_of(policies, 300), source, clock, metrics)
     await loop.tick()
