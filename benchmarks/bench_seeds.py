@@ -10,7 +10,12 @@ oracle's, the worst shape's ratio, the mean per-model SLO shortfall to the oracl
 zero count as zero), how many model-shapes fall more than 0.005 below the oracle, the worst
 gap, and on how many shapes the policy reaches scaler's overall attainment for less.
 
-    python benchmarks/bench_seeds.py [--seeds 1,2] [--workers N]
+``--policies DIR`` replaces the shapes' policy folder (the bundled ``policies/``) with
+another, as ``scaler bench --policies`` does: a candidate policy set measured on the same 21
+shapes. ``--only scaler`` runs scaler alone (and the oracle its figures are relative to),
+in a third of the time, for comparing candidates.
+
+    python benchmarks/bench_seeds.py [--seeds 1,2] [--workers N] [--policies DIR] [--only scaler]
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -43,6 +49,22 @@ def reseeded(source: Path, extra: int, folder: Path) -> Path:
     target = folder / f"{source.stem}-s{extra}.yaml"
     target.write_text(yaml.safe_dump(document, sort_keys=False))
     return target
+
+
+def extra_seeds(text: str) -> list[int]:
+    """``--seeds``: single digits, comma-separated; ValueError naming the rule otherwise."""
+    extras = [s.strip() for s in text.split(",") if s.strip()]
+    if any(not re.fullmatch(r"\d", e) for e in extras):
+        raise ValueError("--seeds: single digits, e.g. 1,2")
+    return [int(e) for e in extras]
+
+
+def seeded_shapes(extras: Sequence[int], folder: Path) -> tuple[list[Path], list[Path]]:
+    """The bundled shapes, and their copies reseeded with each of `extras` (in `folder`)."""
+    originals = suite_files(
+        ROOT / "simulations" / "bench", [], ROOT / "simulations" / "homelab.yaml"
+    )
+    return originals, [reseeded(f, e, folder) for e in extras for f in originals]
 
 
 def summary(result: BenchResult, policies: list[str]) -> list[str]:
@@ -73,23 +95,55 @@ def summary(result: BenchResult, policies: list[str]) -> list[str]:
     return lines
 
 
+def per_model(result: BenchResult, policy: str) -> list[str]:
+    """`policy`'s figures per model over every shape: mean and worst SLO gap, GiB-hours
+    above the oracle's, cold starts (where the gap and the cost of the table come from)."""
+    head = f"{'mean gap':>9} {'worst gap':>9} {'excess GiB-h':>12} {'cold':>5}"
+    lines = [f"{policy + ' per model':<19} {head}"]
+    models: dict[str, list[tuple[float, float, int]]] = {}
+    for shape in result.shapes:
+        own, oracle = shape.score(policy), shape.score("oracle")
+        if own is None or oracle is None:
+            continue
+        for name, score in own.models.items():
+            excess = score.gib_hours - oracle.models[name].gib_hours
+            models.setdefault(name, []).append((min(0.0, score.slo_gap), excess, score.cold_starts))
+    for name, rows in models.items():
+        gaps = [g for g, _, _ in rows]
+        lines.append(
+            f"  {name:<17} {sum(gaps) / len(gaps):>+9.4f} {min(gaps):>+9.3f} "
+            f"{sum(e for _, e, _ in rows):>12.1f} {sum(c for _, _, c in rows):>5}"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="1,2", help="extra seeds, comma-separated digits")
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--policies", type=Path, default=None, help="policy folder or file")
+    parser.add_argument("--only", default=None, help="policies to run, comma list (default: all)")
     args = parser.parse_args()
-    extras = [int(s) for s in args.seeds.split(",") if s.strip()]
-    if any(not re.fullmatch(r"\d", str(e)) for e in extras):
-        parser.error("--seeds: single digits, e.g. 1,2")
-    originals = suite_files(
-        ROOT / "simulations" / "bench", [], ROOT / "simulations" / "homelab.yaml"
-    )
-    policies = policy_names(POLICIES)
+    try:
+        extras = extra_seeds(args.seeds)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        chosen = policy_names([args.only] if args.only else POLICIES)
+    except ValueError as exc:
+        parser.error(f"--only: {exc}")
+    policies = [p for p in chosen if p != "oracle"]  # the oracle runs and prints anyway
+    if args.policies is not None and not args.policies.exists():
+        parser.error(f"--policies: {args.policies} does not exist")
     with tempfile.TemporaryDirectory(prefix="bench-seeds-") as tmp:
-        copies = [reseeded(f, e, Path(tmp)) for e in extras for f in originals]
-        result = run_bench([*originals, *copies], policies, workers=args.workers)
+        originals, copies = seeded_shapes(extras, Path(tmp))
+        result = run_bench(
+            [*originals, *copies], policies, policies_path=args.policies, workers=args.workers
+        )
     print(f"{len(result.shapes)} shapes: the {len(originals)} bundled, reseeded {extras}")
     print("\n".join(summary(result, policies)))
+    if "scaler" in policies:
+        print("\n".join(per_model(result, "scaler")))
 
 
 if __name__ == "__main__":

@@ -214,9 +214,7 @@ class Simulation:
                 )
             )
         self.runtimes = tuple(runtimes)
-        self.cluster = VirtualCluster(
-            scenario.cluster_nodes(), templates, np.random.default_rng(scenario.seed)
-        )
+        self.cluster = VirtualCluster(scenario.cluster_nodes(), templates, scenario.seed)
 
     def run(self) -> SimulationResult:
         """Simulate to the end; the result holds every request's fate and the series."""

@@ -25,15 +25,14 @@ SHAPES = (
 )
 PEERS = ("hpa", "hpa-warm", "keda", "keda-http", "kpa")
 
-COST_LIMIT = 1.22  # today: homelab 1.19, sparse-sessions 1.01, diurnal-a 1.07
-TOTAL_SLO_MARGIN = 0.01  # today: 0.995 / 1.000 / 0.995 against the oracle's 1.000
-# Today's worst: homelab Mixtral -0.087, two of its 23 requests waiting out wake-ups that
-# read the weights from the volume (one Mixtral request is 0.043 there). It was one until
-# a replica loading for the requests present was kept (the same change took deepseek-coder
-# there from seven misses to three): which node a wake lands on, and so whether its page
-# cache holds the weights, moves with every other model's pods.
-MODEL_SLO_MARGIN = 0.09
-PEER_DISCOUNT = 0.97  # today: kpa on sparse-sessions reaches scaler's SLO at 0.984x its cost
+COST_LIMIT = 1.16  # today: homelab 1.13, sparse-sessions 1.00, diurnal-a 1.06
+TOTAL_SLO_MARGIN = 0.01  # today: 0.991 / 1.000 / 0.994 against the oracle's 1.000
+# Today's worst: homelab deepseek-coder -0.031, seven of its 229 requests waiting longer than
+# 15 s in bursts of code completions. (Each model draws its cold starts from its own stream
+# since 2026-12-03; before, an extra Mixtral start moved every other model's start times, and
+# the worst here was Mixtral's -0.087: two wake-ups reading the weights from the volume.)
+MODEL_SLO_MARGIN = 0.05
+PEER_DISCOUNT = 0.97  # today: kpa on sparse-sessions reaches scaler's SLO at 0.998x its cost
 
 
 @pytest.fixture(scope="module")
