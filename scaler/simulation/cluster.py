@@ -5,7 +5,9 @@ What it models, and why:
 - A Deployment per model whose ``spec.replicas`` the autoscaler writes. Scaling up creates
   pods; the scheduler places a pod on a node with enough free memory and fewer than
   ``placement.maxPerNode`` pods of the model (the shipped manifests require that spread);
-  the node with the fewest pods of the model wins, then the one with the most free memory,
+  the node with the fewest pods of the model wins, then the model's first preferred node
+  that fits (``preferredNodes``: preferred nodeAffinity terms of falling weight), then the
+  one with the most free memory,
   as topology spread over hostnames would choose. A pod that fits nowhere stays Pending
   (no memory taken) and its waiting time is counted as unplaceable seconds; pending pods are
   retried, oldest first, whenever memory is freed or pods are created.
@@ -60,6 +62,8 @@ class PodTemplate:
     slots: int
     cold_start: ColdStartProfile
     uncached_cold_start: ColdStartProfile | None = None  # first start on a node after a fetch
+    # Node indices its pods prefer, most preferred first (nodeAffinity terms of falling weight).
+    preferred: tuple[int, ...] = ()
 
 
 @dataclass(slots=True, eq=False)
@@ -184,6 +188,11 @@ class VirtualCluster:
 
     def _fit(self, model: int) -> int:
         template = self.templates[model]
+        preferred = template.preferred
+
+        def rank(node: int) -> int:  # a preferred node's place in the list; others after
+            return preferred.index(node) if node in preferred else len(preferred)
+
         per_node = [0] * len(self.nodes)
         for pod in self.pods[model]:
             if pod.node >= 0:
@@ -196,8 +205,9 @@ class VirtualCluster:
                 or per_node[i] >= template.max_per_node
             ):
                 continue
-            if best < 0 or (per_node[i], -self.free_gib[i]) < (
+            if best < 0 or (per_node[i], rank(i), -self.free_gib[i]) < (
                 per_node[best],
+                rank(best),
                 -self.free_gib[best],
             ):
                 best = i

@@ -203,6 +203,10 @@ class Simulation:
                     profile.slots,
                     profile.cold_start,
                     profile.uncached_cold_start,
+                    tuple(
+                        next(i for i, node in enumerate(scenario.nodes) if node.name == name)
+                        for name in profile.preferred_nodes
+                    ),
                 )
             )
             runtimes.append(

@@ -113,6 +113,11 @@ class ModelProfile(_Strict):
     # the volume, not the node's page cache (26.4 GB for Mixtral). Unset: every start is
     # `cold_start`. See VirtualCluster for which starts count as first.
     uncached_cold_start: ColdStartProfile | None = None
+    # Nodes the model's pods prefer, most preferred first (preferred nodeAffinity terms on
+    # their hostnames, of falling weight, as the shipped Mixtral manifests set them): among
+    # the nodes a pod fits on, the first of these wins, so a wake-up from zero lands where
+    # the page cache already holds the weights.
+    preferred_nodes: Annotated[tuple[str, ...], Listed] = ()
 
     def busy_service_seconds(self, prompt: np.ndarray, output: np.ndarray) -> np.ndarray:
         """Each request's service time with every slot of the replica busy (the slowest
@@ -235,6 +240,13 @@ class Scenario(_Strict):
         names = [n.name for n in self.nodes]
         if len(set(names)) != len(names):
             raise ValueError("node names must be unique")
+        for model, profile in self.models.items():
+            unknown = [n for n in profile.preferred_nodes if n not in names]
+            if unknown:
+                raise ValueError(
+                    f"models.{model}.preferredNodes: unknown node(s) {', '.join(unknown)}; "
+                    f"expected some of: {', '.join(names)}"
+                )
         return self
 
     def cluster_nodes(self) -> tuple[Node, ...]:

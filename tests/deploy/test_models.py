@@ -12,9 +12,12 @@ import pytest
 from scaler.activator.routes import build_routes
 from scaler.core import ModelClass, ModelPolicy
 from scaler.metric_names import EXTERNAL_DESIRED_REPLICAS, EXTERNAL_METRICS
+from scaler.simulation.scenario import check_scenario
+from tests.builders import ROOT
 from tests.deploy.objects import Obj, containers, named, of_kind, policies
 
 MODELS = sorted(policies())
+BENCH = ROOT / "simulations" / "bench"
 
 
 def _hpas() -> list[Obj]:
@@ -143,6 +146,33 @@ def test_replicas_spread_over_nodes_and_respect_max_per_node(model: str) -> None
         ]
     else:
         assert required == []
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_preferred_nodes_are_the_ones_the_scenarios_simulate(model: str) -> None:
+    """A model's preferred nodeAffinity (hostnames by falling weight) is what every bundled
+    scenario's ``preferredNodes`` for it says, so the simulated restarts land where the
+    deployed ones do; a policy that prices a restart below the uncached start relies on it."""
+    pod = _deployment(model)["spec"]["template"]["spec"]
+    terms = pod.get("affinity", {}).get("nodeAffinity", {})
+    preferred = sorted(
+        terms.get("preferredDuringSchedulingIgnoredDuringExecution", []),
+        key=lambda term: -term["weight"],
+    )
+    hostnames = []
+    for term in preferred:
+        (expression,) = term["preference"]["matchExpressions"]
+        assert (expression["key"], expression["operator"]) == ("kubernetes.io/hostname", "In")
+        hostnames.extend(expression["values"])
+    for path in [ROOT / "simulations" / "homelab.yaml", *sorted(BENCH.glob("*.yaml"))]:
+        scenario, errors = check_scenario(path)
+        assert scenario is not None, errors
+        assert list(scenario.models[model].preferred_nodes) == hostnames, path.name
+    rule = _policy(model).scale_to_zero
+    if rule is not None and rule.restart_cost_seconds is not None:
+        cold = _policy(model).cold_start
+        if rule.restart_cost_seconds < (cold.uncached_seconds or cold.seconds):
+            assert hostnames, "a restart priced as cached needs the node it is cached on"
 
 
 @pytest.mark.parametrize("model", MODELS)

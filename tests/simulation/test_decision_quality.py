@@ -25,14 +25,15 @@ SHAPES = (
 )
 PEERS = ("hpa", "hpa-warm", "keda", "keda-http", "kpa")
 
-COST_LIMIT = 1.16  # today: homelab 1.13, sparse-sessions 1.00, diurnal-a 1.06
-TOTAL_SLO_MARGIN = 0.01  # today: 0.991 / 1.000 / 0.994 against the oracle's 1.000
+COST_LIMIT = 1.16  # today: homelab 1.11, sparse-sessions 0.97, diurnal-a 1.05
+TOTAL_SLO_MARGIN = 0.01  # today: 0.991 / 0.999 / 0.994 against the oracle's 1.000
 # Today's worst: homelab deepseek-coder -0.031, seven of its 229 requests waiting longer than
-# 15 s in bursts of code completions. (Each model draws its cold starts from its own stream
+# 15 s in bursts of code completions (sparse-sessions' Mixtral -0.028: one wake-up of 16 drew
+# a 96 s start from the page cache). (Each model draws its cold starts from its own stream
 # since 2026-12-03; before, an extra Mixtral start moved every other model's start times, and
 # the worst here was Mixtral's -0.087: two wake-ups reading the weights from the volume.)
 MODEL_SLO_MARGIN = 0.05
-PEER_DISCOUNT = 0.97  # today: kpa on sparse-sessions reaches scaler's SLO at 0.998x its cost
+PEER_DISCOUNT = 0.97  # today: kpa on sparse-sessions reaches scaler's SLO at 1.025x its cost
 
 
 @pytest.fixture(scope="module")
