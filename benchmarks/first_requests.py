@@ -47,7 +47,6 @@ class Misses:
     requests: int
     misses: int
     first_missed: bool
-    first_wait_s: float
 
 
 def on_demand_misses(path: str, policy: str) -> dict[str, Misses]:
@@ -63,7 +62,7 @@ def on_demand_misses(path: str, policy: str) -> dict[str, Misses]:
         wait = result.start[mine] - result.arrival[mine]
         # A request never started (NaN) waited longer than any threshold.
         late = ~(wait <= model_policy.slo.queue_wait_seconds)
-        found[name] = Misses(len(mine), int(late.sum()), bool(late[0]), float(wait[0]))
+        found[name] = Misses(len(mine), int(late.sum()), bool(late[0]))
     return found
 
 
