@@ -117,33 +117,49 @@ def per_model(result: BenchResult, policy: str) -> list[str]:
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="1,2", help="extra seeds, comma-separated digits")
+def print_figures(result: BenchResult, policies: list[str]) -> None:
+    """`summary`, then scaler's `per_model` when scaler ran."""
+    print("\n".join(summary(result, policies)))
+    if "scaler" in policies:
+        print("\n".join(per_model(result, "scaler")))
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--workers``, ``--policies`` and ``--only``, as every suite script here takes them."""
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--policies", type=Path, default=None, help="policy folder or file")
     parser.add_argument("--only", default=None, help="policies to run, comma list (default: all)")
+
+
+def run_policies(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The policies ``--only`` names (all of them by default), the oracle left out: it runs
+    and prints anyway; exits through `parser` on an unknown name or a missing ``--policies``."""
+    try:
+        chosen = policy_names([args.only] if args.only else POLICIES)
+    except ValueError as exc:
+        parser.error(f"--only: {exc}")
+    if args.policies is not None and not args.policies.exists():
+        parser.error(f"--policies: {args.policies} does not exist")
+    return [p for p in chosen if p != "oracle"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="1,2", help="extra seeds, comma-separated digits")
+    add_run_arguments(parser)
     args = parser.parse_args()
     try:
         extras = extra_seeds(args.seeds)
     except ValueError as exc:
         parser.error(str(exc))
-    try:
-        chosen = policy_names([args.only] if args.only else POLICIES)
-    except ValueError as exc:
-        parser.error(f"--only: {exc}")
-    policies = [p for p in chosen if p != "oracle"]  # the oracle runs and prints anyway
-    if args.policies is not None and not args.policies.exists():
-        parser.error(f"--policies: {args.policies} does not exist")
+    policies = run_policies(parser, args)
     with tempfile.TemporaryDirectory(prefix="bench-seeds-") as tmp:
         originals, copies = seeded_shapes(extras, Path(tmp))
         result = run_bench(
             [*originals, *copies], policies, policies_path=args.policies, workers=args.workers
         )
     print(f"{len(result.shapes)} shapes: the {len(originals)} bundled, reseeded {extras}")
-    print("\n".join(summary(result, policies)))
-    if "scaler" in policies:
-        print("\n".join(per_model(result, "scaler")))
+    print_figures(result, policies)
 
 
 if __name__ == "__main__":

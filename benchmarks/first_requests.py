@@ -4,7 +4,9 @@ An on-demand model (``replicas.min: 0``) starts every run at zero. Its first req
 no replica, whatever the autoscaler, unless one was kept warm before any request had ever
 come (``hpa-warm`` does, for twice the oracle's cost); it waits for the wake-up and the cold
 start. Where that start reads the weights from the volume (Mixtral: ``uncachedColdStart``,
-a median of 107 s against a 90 s SLO), the request misses. The oracle, which pre-warms a
+a median of 107 s against a 90 s SLO), the request misses; where a pre-read filled that
+node's page cache first (``cachedNodes``: the shipped manifests do it on Mixtral's preferred
+nodes), the start is a page-cache one and the request is served. The oracle, which pre-warms a
 worst-case cold start ahead of every arrival, does not. On a model with 10-50 requests a
 shape, that one request is 0.02-0.10 of its attainment: on its own more than the 0.005 the
 per-model goal allows.

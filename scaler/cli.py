@@ -12,7 +12,7 @@ from scaler import __version__
 from scaler.activator.command import activator_command
 from scaler.dashboards.command import dashboards_command
 from scaler.live.command import serve_command
-from scaler.modelfiles.command import fetch_model_command
+from scaler.modelfiles.command import fetch_model_command, preread_command
 from scaler.policy import check_policies, fatal
 from scaler.simulation.command import bench, simulate, tune
 from scaler.simulation.record_command import calibrate, record
@@ -95,6 +95,7 @@ def validate(
 app.command("activator")(activator_command)
 app.command("dashboards")(dashboards_command)
 app.command("fetch-model")(fetch_model_command)
+app.command("preread")(preread_command)
 app.command("serve")(serve_command)
 app.command()(simulate)
 app.command()(tune)

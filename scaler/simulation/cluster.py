@@ -19,7 +19,8 @@ What it models, and why:
   is merely placed there: a pod deleted mid-load counts for nothing), later pods of the
   model on that node start warm, also after a scale to zero, as long as the run lasts:
   page-cache eviction under memory pressure is not modelled (optimistic for a node full of
-  other models). Pods running at t=0 mark their nodes as holding their model. Each model
+  other models). Pods running at t=0 mark their nodes as holding their model, and so do a
+  model's ``cachedNodes`` (a pre-read put its file in their page cache before t=0). Each model
   draws its starts from its own random stream (seeded by the scenario), so how often one
   model starts does not change the start times another model draws.
 - Scaling down removes pods in the ReplicaSet's order: Pending first, then starting ones
@@ -64,6 +65,8 @@ class PodTemplate:
     uncached_cold_start: ColdStartProfile | None = None  # first start on a node after a fetch
     # Node indices its pods prefer, most preferred first (nodeAffinity terms of falling weight).
     preferred: tuple[int, ...] = ()
+    # Node indices whose page cache holds its file at t=0 (a pre-read ran there).
+    cached: tuple[int, ...] = ()
 
 
 @dataclass(slots=True, eq=False)
@@ -106,6 +109,9 @@ class VirtualCluster:
         # Per node: the models whose file its page cache holds (a pod of it was placed there;
         # one removed while loading counts too: it had read most of the file).
         self.cached: list[set[int]] = [set() for _ in self.nodes]
+        for model, template in enumerate(self.templates):
+            for node in template.cached:
+                self.cached[node].add(model)
         # Each model draws its cold starts from a stream of its own (child `m` of the seed:
         # the same whatever the other models do), so two runs that scale one model
         # differently leave the other models' starts as they were. With one stream shared,

@@ -39,7 +39,7 @@ import heapq
 import math
 import time as wallclock
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -55,7 +55,7 @@ from scaler.simulation.autoscaler import (
     ModelView,
 )
 from scaler.simulation.cluster import PodPhase, PodTemplate, VirtualCluster, VirtualPod
-from scaler.simulation.scenario import PreparedScenario
+from scaler.simulation.scenario import PreparedScenario, Scenario
 from scaler.simulation.traces import FloatArray, IntArray
 
 HOLDING_POLICIES = frozenset({"scaler", "kpa", "keda-http", "oracle"})
@@ -203,10 +203,8 @@ class Simulation:
                     profile.slots,
                     profile.cold_start,
                     profile.uncached_cold_start,
-                    tuple(
-                        next(i for i, node in enumerate(scenario.nodes) if node.name == name)
-                        for name in profile.preferred_nodes
-                    ),
+                    _node_indices(scenario, profile.preferred_nodes),
+                    _node_indices(scenario, profile.cached_nodes),
                 )
             )
             runtimes.append(
@@ -643,6 +641,13 @@ def _series(
         tokens=table[:, 7],
         signals={s: np.asarray(v, dtype=np.float64) for s, v in seen.items()},
         data_age=np.asarray(ages, dtype=np.float64),
+    )
+
+
+def _node_indices(scenario: Scenario, names: Sequence[str]) -> tuple[int, ...]:
+    """The indices of the named nodes in the scenario's node list (validated to exist)."""
+    return tuple(
+        next(i for i, node in enumerate(scenario.nodes) if node.name == name) for name in names
     )
 
 

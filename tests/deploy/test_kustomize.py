@@ -41,8 +41,8 @@ def test_directory_builds_without_duplicates(directory: str) -> None:
 
 
 def test_flux_layout_installs_the_same_objects_as_the_plain_one_except_the_workloads() -> None:
-    """Flux = the plain manifests plus model-files/, with the Deployments, Services and fetch
-    Jobs replaced by HelmReleases (one per Deployment, one per Job)."""
+    """Flux = the plain manifests plus model-files/, with the Deployments, DaemonSets,
+    Services and fetch Jobs replaced by HelmReleases (one per Deployment, DaemonSet or Job)."""
     plain = set(_ids(kustomize_build("."))) | set(_ids(kustomize_build("model-files")))
     flux = set(_ids(kustomize_build("flux")))
     jobs = {key for key in _ids(kustomize_build("model-files")) if key[0] == "Job"}
@@ -50,7 +50,7 @@ def test_flux_layout_installs_the_same_objects_as_the_plain_one_except_the_workl
     releases = {key for key in flux if key[0] in ("HelmRelease", "OCIRepository")}
     assert plain - workloads == flux - releases
     released = {(ns, name) for kind, ns, name in releases if kind == "HelmRelease"}
-    run = {(ns, name) for kind, ns, name in workloads if kind in ("Deployment", "Job")}
+    run = {(ns, name) for kind, ns, name in workloads if kind in ("Deployment", "DaemonSet", "Job")}
     assert run == released
 
 
