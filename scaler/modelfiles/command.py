@@ -110,11 +110,20 @@ def preread_command(
 
 def _wait_for_stop() -> None:
     """Block until SIGTERM or SIGINT (then return: the command exits 0)."""
+    import os
     import signal
 
-    stops = {signal.SIGTERM, signal.SIGINT}
-    # Blocked first, so that sigwait() takes them instead of their default action.
-    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    # Handlers and a wakeup fd, not sigwait(): numpy's BLAS threads run by now, and a signal
+    # sent to the process goes to any thread that does not block it (sigwait's mask is the
+    # main thread's alone: the kernel picked a BLAS thread now and then, and the default
+    # action killed the process with -15). Python's C-level handler writes the signal's
+    # number to the wakeup fd whichever thread takes it. A handler also makes the signal
+    # reach PID 1 in a container, which ignores signals it leaves at the default.
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end)
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, lambda signum, frame: None)
     typer.echo("holding until SIGTERM")
-    received = signal.sigwait(stops)
+    received = os.read(read_end, 1)[0]
     typer.echo(f"{signal.Signals(received).name}: done")
