@@ -42,16 +42,18 @@ def policy_names(values: Iterable[str]) -> list[str]:
 def make_autoscaler(name: str, prepared: PreparedScenario) -> Autoscaler:
     """A fresh autoscaler `name` for `prepared` (each run needs its own state)."""
     policies = list(prepared.policies)
+    # Every HPA of the run syncs on the cluster's period (a kube-controller-manager flag).
+    sync = prepared.scenario.hpa_sync_period_seconds
     if name == "scaler":
-        return ScalerPolicy(policies)
+        return ScalerPolicy(policies, hpa_sync_seconds=sync)
     if name == "hpa":
-        return HpaBaseline(policies)
+        return HpaBaseline(policies, interval=sync)
     if name == "hpa-warm":
-        return HpaWarmBaseline(policies)
+        return HpaWarmBaseline(policies, interval=sync)
     if name == "keda":
-        return KedaBaseline(policies)
+        return KedaBaseline(policies, interval=sync)
     if name == "keda-http":
-        return KedaHttpBaseline(policies)
+        return KedaHttpBaseline(policies, interval=sync)
     if name == "kpa":
         return KpaBaseline(policies)
     if name == "oracle":

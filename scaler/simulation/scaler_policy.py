@@ -59,13 +59,15 @@ LEAD_FOLLOWING_BEHAVIOR = HpaBehavior.defaulted(
 """The HPA behavior that lets scaler's decision lead (it stabilizes and limits steps itself)."""
 
 
-def scaler_hpa_spec(policy: ModelPolicy) -> HpaSpec:
-    """The HPA shipped for `policy`'s model: follows ``scaler-desired-replicas`` exactly."""
+def scaler_hpa_spec(policy: ModelPolicy, sync_period_seconds: float = 15.0) -> HpaSpec:
+    """The HPA shipped for `policy`'s model: follows ``scaler-desired-replicas`` exactly,
+    synced every `sync_period_seconds` (the cluster's HPA controller period)."""
     return HpaSpec(
         max_replicas=policy.replicas.max,
         metrics=(MetricTarget("AverageValue", TARGET_MILLI),),
         min_replicas=max(1, policy.replicas.min),
         behavior=LEAD_FOLLOWING_BEHAVIOR,
+        sync_period_seconds=sync_period_seconds,
     )
 
 
@@ -80,13 +82,16 @@ class ScalerPolicy:
         *,
         interval: float = 5.0,
         keep_decisions: bool = True,
+        hpa_sync_seconds: float = 15.0,
     ) -> None:
         self.interval = interval
         self.policies = tuple(policies)
         self.states: dict[str, ModelState] = {}
         self.decisions: list[Decision] = []  # every decision, for reports and export
         self._keep = keep_decisions
-        self._hpas = {p.model: HpaEmulator(scaler_hpa_spec(p)) for p in self.policies}
+        self._hpas = {
+            p.model: HpaEmulator(scaler_hpa_spec(p, hpa_sync_seconds)) for p in self.policies
+        }
         self._served: dict[str, int] = {}  # scaler-desired-replicas as the API serves it
         self._next_sync = 0.0
         self._woken: dict[str, float] = {}  # when the activator last woke each model

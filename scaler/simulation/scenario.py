@@ -232,6 +232,10 @@ class Scenario(_Strict):
     models: dict[str, ModelProfile] = Field(min_length=1)
     traffic: Annotated[tuple[Traffic, ...], Listed] = ()
     metrics: MetricsSpec = MetricsSpec()
+    # The HPA controller's sync period (kube-controller-manager
+    # --horizontal-pod-autoscaler-sync-period, 15 s by default): how often every HPA of the
+    # run (scaler's and the HPA-based baselines') reads its metrics and rescales.
+    hpa_sync_period_seconds: PositiveFloat = 15.0
     drain_seconds: NonNegativeFloat = 3600.0
 
     @model_validator(mode="after")

@@ -203,7 +203,7 @@ def test_sized_policy_falls_back_to_targets_without_a_request_rate() -> None:
 def test_burst_is_met_at_once_and_released_after_the_down_window() -> None:
     """A 2-minute burst (10 in flight at 0.2 req/s) on mistral-7b scales up on the tick that
     sees it; the extra replicas go after the down window, one a minute. With no release
-    seen yet the window is the ski-rental's break-even: one reaction time (20 s detection +
+    seen yet the window is the ski-rental's break-even: one reaction time (10 s detection +
     90 s cold start, under the policy's 150 s)."""
     policy = make_policy(
         "mistral-7b", scaleDown={"stabilizationSeconds": 150}, coldStart={"seconds": 90}
@@ -220,7 +220,9 @@ def test_burst_is_met_at_once_and_released_after_the_down_window() -> None:
     assert driver.current == 1
     driver.step()
     assert driver.current == 3
-    driver.run(until=720.0 + 100.0)
+    assert policy.sizing is not None
+    assert policy.sizing.detection_seconds == 10.0
+    driver.run(until=720.0 + 90.0)
     assert driver.current == 3, "a dip must last the down window"
     driver.run(until=720.0 + 400.0)
     assert driver.current == 1
@@ -270,7 +272,8 @@ def test_release_hold_shrinks_where_released_replicas_stay_unneeded() -> None:
         update={"cold_start": policy.cold_start.model_copy(update={"seconds": 40.0})}
     )
     assert _released_after(slow, (30.0,) * MIN_GAPS) == 33.0  # the 30 s gaps, 10 % to spare
-    assert _released_after(policy, long_gaps[1:]) == 40.0  # the prior: a reaction time
+    # The prior: a reaction time, 10 s detection + 20 s cold start.
+    assert _released_after(policy, long_gaps[1:]) == 30.0
     assert _released_after(policy.model_copy(update={"sizing": None}), long_gaps) == 60.0, (
         "targets carry no lookahead: the policy's window stands"
     )
