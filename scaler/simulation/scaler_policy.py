@@ -7,7 +7,8 @@ This is the production path, step for step:
    `ModelState` carried from tick to tick exactly as the live loop persists it;
 2. each decision's desired replicas is what the external metrics API serves as
    ``scaler-desired-replicas``;
-3. each model's HPA (emulated by `HpaEmulator`, syncing every 15 s) reads that metric with
+3. each model's HPA (emulated by `HpaEmulator`, syncing every `hpaSyncPeriodSeconds` of the
+   scenario, 15 s by default, at the first tick one is due) reads that metric with
    an ``AverageValue`` target of 1 (1000 milli), so it follows the decision; its behavior
    lets the policy lead (no stabilization of its own, scale-down 100 % per 15 s, the default
    scale-up rate) since scaler already stabilizes and limits steps, as the shipped
