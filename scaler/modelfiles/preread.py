@@ -11,7 +11,7 @@ What it costs: one sequential read of the file per node boot, and page cache, wh
 kernel gives back first under memory pressure (then the next start reads the volume, as
 without the pre-read). The pages are charged to the reading container's memory cgroup
 (cgroup v2), so its memory limit must exceed the file or the kernel drops them as it reads;
-its memory request stays small (the scheduler reserves nothing for cache).
+its memory request is what the command itself holds (nothing is reserved for the cache).
 """
 
 from __future__ import annotations

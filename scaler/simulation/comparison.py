@@ -45,7 +45,7 @@ def make_autoscaler(name: str, prepared: PreparedScenario) -> Autoscaler:
     # Every HPA of the run syncs on the cluster's period (a kube-controller-manager flag).
     sync = prepared.scenario.hpa_sync_period_seconds
     if name == "scaler":
-        return ScalerPolicy(policies, hpa_sync_seconds=sync)
+        return ScalerPolicy.for_scenario(prepared)
     if name == "hpa":
         return HpaBaseline(policies, interval=sync)
     if name == "hpa-warm":

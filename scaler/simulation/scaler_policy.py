@@ -44,6 +44,7 @@ from scaler.simulation.hpa import (
     MetricTarget,
     PartialScalingRules,
 )
+from scaler.simulation.scenario import PreparedScenario
 
 WAKE_INTERVAL_SECONDS = 30.0
 """The activator patches a model from zero at most this often (scaler.activator.wake)."""
@@ -98,6 +99,17 @@ class ScalerPolicy:
         self._woken: dict[str, float] = {}  # when the activator last woke each model
         self._on_demand = {p.model for p in self.policies if p.on_demand}
         self._last: Mapping[str, Decision] = {}  # the last tick's decisions
+
+    @classmethod
+    def for_scenario(
+        cls, prepared: PreparedScenario, *, keep_decisions: bool = True
+    ) -> ScalerPolicy:
+        """scaler on `prepared`'s policies, its HPAs synced on the scenario's period."""
+        return cls(
+            prepared.policies,
+            keep_decisions=keep_decisions,
+            hpa_sync_seconds=prepared.scenario.hpa_sync_period_seconds,
+        )
 
     def wake(self, model: str, now: float, spec_replicas: int) -> int | None:
         """The activator's ``--scale-on-wake``: 0 -> 1 when a request is held at zero."""

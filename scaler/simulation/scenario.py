@@ -119,7 +119,7 @@ class ModelProfile(_Strict):
     # the page cache already holds the weights.
     preferred_nodes: Annotated[tuple[str, ...], Listed] = ()
     # Nodes whose page cache holds the weights when the scenario starts: a pre-read ran there
-    # (the shipped Mixtral manifests read its file on its first preferred node at every node
+    # (the shipped Mixtral manifests read its file on both its preferred nodes at every node
     # boot: `scaler preread`), so the first start there is a `cold_start`, not an uncached
     # one. Only meaningful with `uncached_cold_start` (validated).
     cached_nodes: Annotated[tuple[str, ...], Listed] = ()

@@ -251,14 +251,7 @@ def evaluate(
     """The tuned model's cost, SLO attainment and SLO-percentile wait under `policy`."""
     policies = tuple(policy if p.model == model else p for p in prepared.policies)
     run = replace(prepared, policies=policies)
-    result = simulate(
-        run,
-        ScalerPolicy(
-            policies,
-            keep_decisions=False,
-            hpa_sync_seconds=prepared.scenario.hpa_sync_period_seconds,
-        ),
-    )
+    result = simulate(run, ScalerPolicy.for_scenario(run, keep_decisions=False))
     figures = build_report(result).models[model]
     return figures.gib_hours, figures.slo_attainment, figures.slo_wait_s
 
