@@ -290,6 +290,8 @@ def render_scenario(
     models: Sequence[ModelCalibration],
     trace: str | None,
     scrape_seconds: float,
+    scrape_comment: str,
+    hpa_sync_seconds: float,
     drain_seconds: float,
     header: Sequence[str],
 ) -> str:
@@ -338,8 +340,10 @@ def render_scenario(
     lines += [
         "",
         "metrics:",
-        f"  scrapeIntervalSeconds: {_g(scrape_seconds)}",
+        f"  scrapeIntervalSeconds: {_g(scrape_seconds)}  # {scrape_comment}",
         f"  rateWindowSeconds: {_g(max(60.0, 4 * scrape_seconds))}",
+        "",
+        f"hpaSyncPeriodSeconds: {_g(hpa_sync_seconds)}  # --hpa-sync-period",
         "",
         f"drainSeconds: {_g(drain_seconds)}  # the replay ends where the recorded range did",
         "",

@@ -35,7 +35,9 @@ Which series, per engine (see ``scaler.simulation.engine_metrics`` for what they
 
 from __future__ import annotations
 
+import itertools
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -118,6 +120,38 @@ def selector(names: str, matchers: Sequence[str]) -> str:
     """``{__name__=~"<name>|<name with _ for :>",<matchers>}`` (both spellings, as live)."""
     spellings = [names] + ([names.replace(":", "_")] if ":" in names else [])
     return "{" + ",".join([f'__name__=~"{"|".join(spellings)}"', *matchers]) + "}"
+
+
+def scrape_interval(
+    client: PrometheusHistory, policies: Sequence[ModelPolicy], start: float, end: float
+) -> float | None:
+    """The models' scrape interval, measured: the median spacing of the raw samples of each
+    model's output-token counter, in the range's last hour, else its first; the shortest
+    such median over the series (None when no model has two samples in either hour).
+
+    ``scaler record`` steps at it and ``scaler calibrate`` writes it into the scenario, so
+    an operator who scrapes every 5 s (the shipped ServiceMonitors) or 30 s (a common
+    Prometheus default) records and replays their own data path without saying which.
+    """
+    window = min(_PROBE_WINDOW_SECONDS, end - start)
+    selectors = [selector(ENGINE_NAMES[p.engine].output_tokens, list(p.matchers)) for p in policies]
+    for at in dict.fromkeys((end, start + window)):  # the last hour first: today's config
+        medians = [
+            statistics.median(b - a for a, b in itertools.pairwise(times))
+            for query in dict.fromkeys(selectors)
+            for times in client.sample_times(query, at=at, window=window)
+            if len(times) >= 2
+        ]
+        if medians:
+            # Prometheus spaces a target's scrapes by the interval to the millisecond; the
+            # rounding keeps a one-off late scrape from showing as 5.001 s.
+            return round(min(medians), 1)
+    return None
+
+
+# How much of the range the scrape interval is measured on: an hour holds 720 samples per
+# series at 5 s, and one instant query returns them all.
+_PROBE_WINDOW_SECONDS = 3600.0
 
 
 def _pod_of(labels: dict[str, str] | object) -> str:

@@ -20,7 +20,12 @@ from scaler.simulation.calibrate import (
     render_scenario,
 )
 from scaler.simulation.command import ProgressBar, default_scenario
-from scaler.simulation.history import NODE_ALLOCATABLE, HistoryReader, ModelHistory
+from scaler.simulation.history import (
+    NODE_ALLOCATABLE,
+    HistoryReader,
+    ModelHistory,
+    scrape_interval,
+)
 from scaler.simulation.recording import rebuild
 from scaler.simulation.traces import TraceError, TraceSource, read_trace, write_canonical
 from scaler.sources.history import Grid, HistoryError, PrometheusHistory
@@ -43,7 +48,8 @@ StartOption = Annotated[
 ]
 EndOption = Annotated[str | None, typer.Option(help="Range end (default: now); as --start.")]
 StepOption = Annotated[
-    str, typer.Option(help="Step of the range: the scrape interval is best (15s).")
+    str,
+    typer.Option(help="Step of the range (e.g. 15s); auto: the models' scrape interval, measured."),
 ]
 PoliciesOption = Annotated[
     Path | None,
@@ -81,8 +87,8 @@ def parse_time(text: str, option: str) -> float:
     return moment.timestamp()
 
 
-def _grid(since: str | None, start: str | None, end: str | None, step: str) -> Grid:
-    step_s = parse_duration(step, "--step")
+def _span(since: str | None, start: str | None, end: str | None) -> tuple[float, float]:
+    """The range's (start, end) in Unix seconds; typer.Exit naming a bad option."""
     stop = parse_time(end, "--end") if end is not None else time.time()
     if start is not None and since is not None:
         raise _fail("give --since or --start, not both")
@@ -95,10 +101,48 @@ def _grid(since: str | None, start: str | None, end: str | None, step: str) -> G
         raise _fail(
             f"the range is empty: --end ({_iso(stop)}) is not after --start ({_iso(begin)})"
         )
+    return begin, stop
+
+
+# --step auto's step when the interval cannot be measured: Prometheus' own default scrape
+# interval is 1m, kube-prometheus-stack's 30s; 15 s is the HPA's sync and a common choice.
+_FALLBACK_STEP_SECONDS = 15.0
+
+
+def _grid(
+    url: str, span: tuple[float, float], step: str, policies: list[ModelPolicy]
+) -> tuple[Grid, float | None]:
+    """The range's steps, and the scrape interval measured on it (None: not measurable).
+
+    ``--step auto`` steps at the measured interval: a step longer than the scrape spreads
+    a scrape's arrivals thinner than they came, a shorter one lumps them into its first
+    step. A step given is kept; the interval is still measured for calibrate's scenario.
+    """
+    begin, stop = span
+    step_s = None if step == "auto" else parse_duration(step, "--step")
+    client = PrometheusHistory(url)
+    try:
+        client.check()
+        interval = scrape_interval(client, policies, begin, stop)
+    except HistoryError as exc:
+        raise _fail(str(exc)) from None
+    if step_s is None and interval is not None:
+        step_s = interval
+        typer.echo(f"step {step_s:g}s: the models' scrape interval, measured", err=True)
+    elif step_s is None:
+        step_s = _FALLBACK_STEP_SECONDS
+        typer.echo(
+            f"note: --step auto: no model has two samples of its output-token counter in the "
+            f"first or last hour of {_iso(begin)} .. {_iso(stop)}, so the scrape interval "
+            f"could not be measured; stepping at {step_s:g}s (pass --step to choose)",
+            err=True,
+        )
     count = int((stop - begin) // step_s) + 1
     if count < 2:
-        raise _fail(f"the range {_iso(begin)} .. {_iso(stop)} is shorter than one step ({step})")
-    return Grid(begin, step_s, count)
+        raise _fail(
+            f"the range {_iso(begin)} .. {_iso(stop)} is shorter than one step ({step_s:g}s)"
+        )
+    return Grid(begin, step_s, count), interval
 
 
 def _iso(seconds: float) -> str:
@@ -147,13 +191,14 @@ def record(
     since: SinceOption = None,
     start: StartOption = None,
     end: EndOption = None,
-    step: StepOption = "15s",
+    step: StepOption = "auto",
     policies: PoliciesOption = None,
     seed: Annotated[int, typer.Option(help="Seed of the arrivals' spread inside each step.")] = 0,
 ) -> None:
     """Rebuild a canonical trace per model from a Prometheus range (engine, activator counters)."""
-    grid = _grid(since, start, end, step)
+    span = _span(since, start, end)
     chosen = _policies(policies)
+    grid, _ = _grid(prometheus_url, span, step, chosen)
     histories, _ = _read(prometheus_url, grid, chosen)
     if not any(h.seen for h in histories):
         raise _no_data(grid, histories)
@@ -191,7 +236,7 @@ def calibrate(
     since: SinceOption = None,
     start: StartOption = None,
     end: EndOption = None,
-    step: StepOption = "15s",
+    step: StepOption = "auto",
     policies: PoliciesOption = None,
     trace: Annotated[
         Path | None, typer.Option(help="The recorded trace (scaler record) to replay.")
@@ -208,10 +253,19 @@ def calibrate(
         ),
     ] = None,
     name: Annotated[str, typer.Option(help="The scenario's name.")] = "calibrated",
+    hpa_sync_period: Annotated[
+        str,
+        typer.Option(
+            help="The cluster's HPA sync period (kube-controller-manager "
+            "--horizontal-pod-autoscaler-sync-period; 15s unless it was set)."
+        ),
+    ] = "15s",
 ) -> None:
     """Fit a Scenario (nodes, per-model profiles, cold starts) to a Prometheus range."""
-    grid = _grid(since, start, end, step)
+    span = _span(since, start, end)
+    hpa_sync_s = parse_duration(hpa_sync_period, "--hpa-sync-period")
     chosen = _policies(policies)
+    grid, interval = _grid(prometheus_url, span, step, chosen)
     try:
         priors = profile_priors(prior if prior is not None else default_scenario())
     except CalibrationError as exc:
@@ -243,7 +297,13 @@ def calibrate(
         nodes_comment=nodes_comment,
         models=fitted,
         trace=None if trace is None else os.path.relpath(trace.resolve(), base),
-        scrape_seconds=grid.step,
+        scrape_seconds=interval if interval is not None else grid.step,
+        scrape_comment=(
+            "measured: the median spacing of the models' samples"
+            if interval is not None
+            else "the --step (no model's samples to measure the interval on)"
+        ),
+        hpa_sync_seconds=hpa_sync_s,
         drain_seconds=_drain(trace, grid, [p.model for p in chosen]),
         header=[
             f"scaler calibrate: {prometheus_url}, {_iso(grid.start)} .. {_iso(grid.end)}, "

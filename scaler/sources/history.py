@@ -114,6 +114,17 @@ class PrometheusHistory:
                 self.progress(done + first, total)
         return [RangeSeries(dict(key), tuple(row)) for key, row in values.items()]
 
+    def sample_times(self, selector: str, *, at: float, window: float) -> list[list[float]]:
+        """The raw samples' timestamps of every series `selector` matches in the `window`
+        seconds up to `at`: an instant query of the range vector, which Prometheus answers
+        with the samples as scraped, not evaluated on a grid."""
+        query = f"{selector}[{window:.0f}s]"
+        data = self._get("/api/v1/query", {"query": query, "time": _stamp(at)}, query)
+        result = data.get("result")
+        if data.get("resultType") != "matrix" or not isinstance(result, list):
+            raise HistoryError(f"{self.url}: unexpected answer to {query!r}: {str(data)[:200]}")
+        return [[float(stamp) for stamp, _ in item.get("values", [])] for item in result]
+
     def _get(self, path: str, params: Mapping[str, str], query: str) -> dict[str, object]:
         self.queries += 1
         address = f"{self.url}{path}?{urllib.parse.urlencode(params)}"

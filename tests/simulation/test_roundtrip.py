@@ -200,6 +200,9 @@ def test_calibrated_scenario_validates_and_says_where_figures_come_from(trip: Ro
     assert "prior (0 requests seen)" in deepseek, deepseek
     assert "95% CI" in text
     assert "ServiceEstimate" in text
+    # The export's 15 s scrape, measured on the samples (not the --step: both are 15 here).
+    assert "scrapeIntervalSeconds: 15.0  # measured" in text
+    assert "hpaSyncPeriodSeconds: 15.0  # --hpa-sync-period" in text
 
 
 def test_a_model_without_series_is_named_with_metric_and_matcher(trip: RoundTrip) -> None:
