@@ -57,8 +57,9 @@ from scaler.core.types import (
 # Float noise guard: 4.0000000001 / 2 must still be 2 replicas, not 3.
 _EPS = 1e-9
 
-# The shortest keep-alive: a request must have had a scrape (15 s) and a tick (5 s) to be
-# seen before an idle model goes to zero.
+# The shortest keep-alive of a policy without sizing (no detection time of its own): a
+# request must have had a scrape (15 s is common) and a tick (5 s) to be seen before an
+# idle model goes to zero. A sized policy's floor is twice its detection (see _Plan).
 _KEEP_ALIVE_FLOOR_SECONDS = 30.0
 
 # The enum members every model's decision reads, as module names: in Python 3.11 reading
@@ -77,8 +78,10 @@ _TREND_RISE = 1.0 - 1e-6
 # agree within the service estimate's error, far above a half.
 _COUNTER_AGREEMENT = 0.5
 
-# The shortest scale-down hold: a dip must outlast one scrape (15 s) to be more than the
-# noise of a single reading.
+# The shortest scale-down hold: a dip must outlast a scrape (15 s at most of the data paths
+# scaler meets) to be more than the noise of a single reading. Not tied to the detection
+# time like the keep-alive's floor: at the 5 s path's 10 s it measured dearer for its SLO
+# (docs/decisions.md, "Measured and not adopted").
 _RELEASE_FLOOR_SECONDS = 15.0
 
 
@@ -103,6 +106,7 @@ class _Plan:
         "fallback",
         "horizon",
         "idle_prior",
+        "keep_alive_floor",
         "keep_alive_prior",
         "max_replicas",
         "min_replicas",
@@ -166,15 +170,21 @@ class _Plan:
         self.activation_threshold = 0.0 if rule is None else rule.activation_threshold
         self.restart_cost = policy.restart_cost_seconds
         self.idle_prior = rule.idle_seconds if rule is not None else math.inf
+        sizing = policy.sizing
+        # The shortest keep-alive: a request that came just before the model fell idle has
+        # had two detection times (each a scrape and a tick) to be seen before it goes to
+        # zero. 20 s on the 5 s path (was a fixed 30 s, which assumed a 15 s scrape).
+        self.keep_alive_floor = (
+            _KEEP_ALIVE_FLOOR_SECONDS if sizing is None else 2.0 * sizing.detection_seconds
+        )
         # What keep_alive_seconds() answers until MIN_GAPS idle gaps are known: a constant of
         # the policy, so asked once here rather than on every tick.
         self.keep_alive_prior = keep_alive_seconds(
             (),
             restart_cost_s=self.restart_cost,
             prior_s=self.idle_prior,
-            floor_s=_KEEP_ALIVE_FLOOR_SECONDS,
+            floor_s=self.keep_alive_floor,
         )
-        sizing = policy.sizing
         self.sized = sizing is not None
         # The SLO sizing's numbers; placeholders (never read) for policies without it.
         self.slots = 1 if sizing is None else sizing.slots_per_replica
@@ -439,7 +449,7 @@ def _decide(
                 idle_gaps,
                 restart_cost_s=plan.restart_cost,
                 prior_s=plan.idle_prior,
-                floor_s=_KEEP_ALIVE_FLOOR_SECONDS,
+                floor_s=plan.keep_alive_floor,
             )
         )
     recommendations = state.recommendations

@@ -61,8 +61,11 @@ def test_plan_holds_what_the_policy_says(policy: ModelPolicy) -> None:
     assert plan.activation_threshold == (0.0 if zero is None else zero.activation_threshold)
     assert plan.restart_cost == policy.restart_cost_seconds
     assert plan.idle_prior == (zero.idle_seconds if zero is not None else math.inf)
+    # A sized policy's keep-alive floor is two detection times; without sizing, 30 s.
+    floor = 30.0 if sizing is None else 2.0 * sizing.detection_seconds
+    assert plan.keep_alive_floor == floor
     assert plan.keep_alive_prior == keep_alive_seconds(
-        (), restart_cost_s=plan.restart_cost, prior_s=plan.idle_prior, floor_s=30.0
+        (), restart_cost_s=plan.restart_cost, prior_s=plan.idle_prior, floor_s=floor
     )
     assert plan.band == plan.tolerance + 1e-9
     assert plan.wait == policy.slo.queue_wait_seconds

@@ -188,8 +188,11 @@ def test_sized_count_settles_under_steady_load(policy: ModelPolicy, utilisation:
 @given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=50, max_size=400))
 def test_on_demand_never_goes_to_zero_before_idle_period(pattern: list[tuple[bool, bool]]) -> None:
     """Every scale-to-zero follows an unbroken, observed idle run at least as long as the
-    keep-alive the decision states, which lies between the 30 s floor and idleSeconds."""
+    keep-alive the decision states, which lies between the floor (two detection times) and
+    idleSeconds."""
     policy = make_policy("mixtral-8x7b", scaleToZero={"idleSeconds": 120})
+    assert policy.sizing is not None
+    floor = 2.0 * policy.sizing.detection_seconds
     interval = 5.0
 
     def at(t: float) -> tuple[bool, bool]:
@@ -207,7 +210,7 @@ def test_on_demand_never_goes_to_zero_before_idle_period(pattern: list[tuple[boo
         if Reason.SCALE_TO_ZERO in decision.reasons:
             keep = decision.keep_alive_s
             assert keep is not None
-            assert 30.0 <= keep <= 120.0
+            assert floor <= keep <= 120.0
             ticks = math.ceil(keep / interval)
             window = [t for t in (decision.time - k * interval for k in range(ticks)) if t >= 0.0]
             assert decision.time >= keep
