@@ -394,7 +394,8 @@ def test_a_request_counter_reading_zero_does_not_hide_the_load() -> None:
     seeing.run(until=1800.0)
     assert blind.decisions[-1].sizing is not None
     assert blind.decisions[-1].sizing.arrival_rate == pytest.approx(0.35, rel=0.05)
-    assert blind.current == seeing.current == 2
+    # 3.5 of 4 slots busy: more than one replica either way, and the same count.
+    assert blind.current == seeing.current > 1
 
 
 def test_a_service_estimate_wobbling_around_the_wait_does_not_flip_the_replica_count() -> None:

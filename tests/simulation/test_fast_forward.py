@@ -179,7 +179,9 @@ def test_every_policy_gives_the_same_results_on_sparse_traffic(policy: str) -> N
     fast = simulate(prepared, counting.inner)
     assert_same_runs(full, fast)
     assert_same_state(every, counting.inner)
-    assert counting.asked < len(fast.tick_times) / 2
+    # 1,202 of 3,611 with every sizing aimed at the SLO's 99.5; tinyllama's 99.9 makes the
+    # Markov bound of quiescence.py prove its rest five times later (1,819).
+    assert counting.asked < 0.6 * len(fast.tick_times)
 
 
 def test_an_outage_during_an_idle_stretch_gives_the_same_results() -> None:
