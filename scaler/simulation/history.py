@@ -133,7 +133,7 @@ def scrape_interval(
     an operator who scrapes every 5 s (the shipped ServiceMonitors) or 30 s (a common
     Prometheus default) records and replays their own data path without saying which.
     """
-    window = min(_PROBE_WINDOW_SECONDS, end - start)
+    window = max(1.0, min(_PROBE_WINDOW_SECONDS, end - start))  # Prometheus wants >= 1s
     selectors = [selector(ENGINE_NAMES[p.engine].output_tokens, list(p.matchers)) for p in policies]
     for at in dict.fromkeys((end, start + window)):  # the last hour first: today's config
         medians = [
