@@ -341,6 +341,7 @@ class LlamaServer:
         never started)."""
         process, self._process = self._process, None
         _RUNNING.discard(self)
+        self.hung_log = None  # this stop's, not an earlier one's
         code = None
         if process is not None:
             if process.poll() is None:
