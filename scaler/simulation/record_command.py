@@ -120,10 +120,10 @@ def _grid(
     """
     begin, stop = span
     step_s = None if step == "auto" else parse_duration(step, "--step")
-    client = PrometheusHistory(url)
     try:
-        client.check()
-        interval = scrape_interval(client, policies, begin, stop)
+        # Its first query fails as clearly as _read's check would (an unreachable URL, an
+        # answer that is not Prometheus'), so no check of its own.
+        interval = scrape_interval(PrometheusHistory(url), policies, begin, stop)
     except HistoryError as exc:
         raise _fail(str(exc)) from None
     if step_s is None and interval is not None:
