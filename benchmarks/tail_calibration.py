@@ -90,7 +90,7 @@ def calibration(paths: list[Path], model: str) -> None:
                 cap = figures.capacity(replicas, sizing.service_seconds)
                 predicted[replicas].append(
                     count_above(
-                        cap, inflight * survive, sizing.load * (1.0 - survive), sizing.dispersion
+                        cap, inflight, survive, sizing.load * (1.0 - survive), sizing.dispersion
                     )
                 )
                 realized[replicas].append(later > cap)

@@ -286,6 +286,7 @@ def fit_service(
     prior_requests: float,
     horizon: float,
     rate_horizon: float,
+    dispersion_horizon: float,
 ) -> ServiceFit | None:
     """Feed per-step request rates and busy slots to `ServiceEstimate` twice (pure): once with
     the policy's calibration horizon (what the live loop holds at the end of the range), once
@@ -304,9 +305,23 @@ def fit_service(
     whole = ServiceEstimate()
     for t, r, b in rows:
         online = online.observe(
-            rate=r, busy=b, now=t, horizon=horizon, rate_horizon=rate_horizon, window_s=step
+            rate=r,
+            busy=b,
+            now=t,
+            horizon=horizon,
+            rate_horizon=rate_horizon,
+            dispersion_horizon=dispersion_horizon,
+            window_s=step,
         )
-        whole = whole.observe(rate=r, busy=b, now=t, horizon=span, rate_horizon=span, window_s=step)
+        whole = whole.observe(
+            rate=r,
+            busy=b,
+            now=t,
+            horizon=span,
+            rate_horizon=span,
+            dispersion_horizon=span,
+            window_s=step,
+        )
     if whole.rate <= 0:
         return None
     return ServiceFit(

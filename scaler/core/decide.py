@@ -100,6 +100,7 @@ class _Plan:
         "band",
         "change_period",
         "cold_start",
+        "dispersion_horizon",
         "down_period",
         "down_step",
         "down_window",
@@ -192,6 +193,7 @@ class _Plan:
         self.prior_requests = 0.0 if sizing is None else sizing.prior_requests
         self.horizon = 1.0 if sizing is None else sizing.calibration_seconds
         self.rate_horizon = 1.0 if sizing is None else sizing.rate_horizon_seconds
+        self.dispersion_horizon = 1.0 if sizing is None else sizing.dispersion_seconds
         self.window = 1.0 if sizing is None else sizing.rate_window_seconds
         self.service_cv = 1.0 if sizing is None else sizing.service_cv
         # The reaction time: detection, then the cold start (also a release's restart cost).
@@ -345,6 +347,7 @@ def _decide(
             prior_s=plan.service_prior,
             prior_requests=plan.prior_requests,
             horizon=plan.horizon,
+            dispersion_horizon=plan.dispersion_horizon,
             window_s=plan.window,
             service_cv=plan.service_cv,
         )
@@ -356,6 +359,7 @@ def _decide(
             now=now,
             horizon=plan.horizon,
             rate_horizon=plan.rate_horizon,
+            dispersion_horizon=plan.dispersion_horizon,
             window_s=plan.window,
         )
         # Little's law the other way round: the long-run busy slots prove a throughput of

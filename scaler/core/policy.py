@@ -258,6 +258,9 @@ class SloSizing(_Strict):
     service_cv: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = 1.0
     # Time constant of the online estimate.
     calibration_seconds: Seconds = 900.0
+    # Time constant of the arrivals' index of dispersion (how bursty they are): a variance
+    # needs more windows than a mean to settle, 30 one-minute windows by default.
+    dispersion_seconds: Seconds = 1800.0
     # From a sample to a decision acting on it: the scrape interval plus a tick. Added to
     # coldStart.seconds it is the reaction time the replicas running now must bridge.
     detection_seconds: NonNegativeSeconds = 20.0

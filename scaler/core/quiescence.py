@@ -118,6 +118,7 @@ def advance(
             now=now,
             horizon=rule.calibration_seconds,
             rate_horizon=rule.rate_horizon_seconds,
+            dispersion_horizon=rule.dispersion_seconds,
             window_s=rule.rate_window_seconds,
         )
     return replace(state, service=service)

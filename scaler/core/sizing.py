@@ -4,10 +4,11 @@ Every replica has ``slots`` request slots (llama-server ``-np``, vLLM's concurre
 sequences); requests arrive at rate λ and hold a slot for a mean service time S. A replica
 asked for now serves only after a reaction time R (detection + cold start), so the replicas
 running now must hold what comes until then: the requests in service that are still there
-(each with probability ``exp(-R/S)``) plus the arrivals of R still in the system
-(``λ·S·(1 - exp(-R/S))``), counted as a Poisson, or a negative binomial when arrivals are
-burstier than Poisson (`size_for_slo`). A request may wait up to the SLO threshold W, in which
-about ``slots·W/S`` slots of a replica free up, so a replica holds ``slots·(1 + W/S)``.
+(each with probability ``exp(-R/S)``: a binomial, since how many there are is known) plus
+the arrivals of R still in the system (``λ·S·(1 - exp(-R/S))``), counted as a Poisson, or a
+negative binomial when arrivals are burstier than Poisson (`size_for_slo`). A request may
+wait up to the SLO threshold W, in which about ``slots·W/S`` slots of a replica free up, so a
+replica holds ``slots·(1 + W/S)``.
 
 The steady-state wait at the SLO percentile is reported alongside (`wait_quantile`): Erlang C,
 ``P(wait > t) = C(c, a)·exp(-(c - a)·t/S)`` for ``c`` slots and load ``a = λ·S``, with the
@@ -101,28 +102,30 @@ class Sizing(NamedTuple):
         )
 
 
-def count_above(count: int, survivors: float, arrivals: float, dispersion: float) -> float:
-    """P(S + A > `count`) for S Poisson(`survivors`) and A the arrivals' count with mean
-    `arrivals` and `dispersion` times the Poisson variance (pure).
+def count_above(
+    count: int, present: float, survive: float, arrivals: float, dispersion: float
+) -> float:
+    """P(B + A > `count`) for B the survivors of the `present` requests in the system, each
+    still there with probability `survive`, and A the arrivals' count with mean `arrivals`
+    and `dispersion` times the Poisson variance (pure).
 
-    The sum is taken as one count with the sum's mean and variance: Poisson when it is not
-    overdispersed, else negative binomial (a Poisson whose rate itself varies: bursty
+    The requests present are known, so B is binomial (a fractional `present`, an average of
+    readings, adds one request with its fraction of the probability); A is Poisson, or
+    negative binomial when it is overdispersed (a Poisson whose rate itself varies: bursty
     traffic)."""
-    return _CountTail(survivors, arrivals, dispersion).above(count)
+    return _PresentTail(present, survive, arrivals, dispersion).above(count)
 
 
 class _CountTail:
-    """P(X > k) for the count of `count_above`, for non-decreasing k: one pass over the pmf
-    however many k are asked (the sizing asks for one per replica count)."""
+    """P(A > k) for the arrivals' count A of `count_above`, for non-decreasing k: one pass
+    over the pmf however many k are asked (the sizing asks for one per replica count)."""
 
     __slots__ = ("_below", "_end", "_fail", "_k", "_mean", "_shape", "_term")
 
-    def __init__(self, survivors: float, arrivals: float, dispersion: float) -> None:
-        mean = survivors + arrivals
-        variance = survivors + (dispersion if dispersion > 1.0 else 1.0) * arrivals
-        ratio = variance / mean if mean > 0.0 else 1.0
+    def __init__(self, mean: float, dispersion: float) -> None:
+        ratio = dispersion if dispersion > 1.0 else 1.0
         self._mean = mean
-        if ratio <= 1.0 + 1e-9:
+        if ratio <= 1.0 + 1e-9 or mean <= 0.0:
             self._shape = 0.0  # Poisson
             self._fail = 0.0
             self._term = math.exp(-mean)
@@ -131,7 +134,7 @@ class _CountTail:
             self._fail = 1.0 - 1.0 / ratio
             self._term = math.exp(-self._shape * math.log(ratio))
         # Past twelve standard deviations above the mean nothing is left to count.
-        self._end = mean + 12.0 * math.sqrt(variance) + 30.0
+        self._end = mean + 12.0 * math.sqrt(ratio * mean) + 30.0
         self._k = 0
         self._below = self._term
 
@@ -199,6 +202,85 @@ class _CountTail:
         return replicas, tail
 
 
+class _PresentTail:
+    """P(B + A > k) of `count_above`, for non-decreasing k: the survivors' binomial pmf
+    convolved with the arrivals' cdf, which grows only as far as the largest k asked."""
+
+    __slots__ = ("_arrivals", "_cdf", "_low", "_weights")
+
+    def __init__(self, present: float, survive: float, arrivals: float, dispersion: float):
+        self._arrivals = _CountTail(arrivals, dispersion)
+        self._cdf: list[float] = []  # P(A <= m) for m = 0, 1, ...
+        self._weights, self._low = _survivors(present, survive)
+
+    def above(self, count: int) -> float:
+        """P(B + A > `count`); `count` never below the one asked before."""
+        if count < self._low:
+            return 1.0
+        top = count - self._low  # the most arrivals that fit beside the fewest survivors
+        cdf, arrivals = self._cdf, self._arrivals
+        while len(cdf) <= top:
+            cdf.append(1.0 - arrivals.above(len(cdf)))
+        below = 0.0
+        for weight in self._weights:  # survivors low, low + 1, ...: room for one fewer
+            if top < 0:
+                break
+            below += weight * cdf[top]
+            top -= 1
+        tail = 1.0 - below
+        return 0.0 if not tail > 0.0 else (tail if tail < 1.0 else 1.0)
+
+    def fewest(self, per_replica: float, miss: float, limit: int) -> tuple[int, float]:
+        """As `_CountTail.fewest`, for the survivors and the arrivals together."""
+        replicas = 1
+        tail = self.above(math.floor(per_replica + _CAPACITY_TOLERANCE))
+        while tail > miss and replicas < limit:
+            replicas += 1
+            tail = self.above(math.floor(replicas * per_replica + _CAPACITY_TOLERANCE))
+        return replicas, tail
+
+
+def _survivors(present: float, survive: float) -> tuple[list[float], int]:
+    """The pmf of how many of `present` requests are still in the system, each with
+    probability `survive`, as (weights of low, low + 1, ..., low) (pure).
+
+    The whole requests are a binomial, cut twelve standard deviations either side of its
+    mean (a long queue does not make the walk long); a fraction left over (`present` is
+    an average of readings) is one more request, there with its fraction of `survive`."""
+    whole = int(present)
+    extra = (present - whole) * survive
+    if whole <= 0 or survive <= 0.0:
+        weights, low = [1.0], 0
+    elif survive >= 1.0:
+        weights, low = [1.0], whole
+    else:
+        gone = 1.0 - survive
+        mean = whole * survive
+        spread = 12.0 * math.sqrt(mean * gone) + 2.0
+        low = int(mean - spread) if mean > spread else 0
+        high = int(mean + spread) if mean + spread < whole else whole
+        # The first term in logarithms: gone ** whole underflows for long queues.
+        term = math.exp(
+            math.lgamma(whole + 1)
+            - math.lgamma(low + 1)
+            - math.lgamma(whole - low + 1)
+            + low * math.log(survive)
+            + (whole - low) * math.log(gone)
+        )
+        odds = survive / gone
+        weights = [term]
+        for j in range(low, high):
+            term *= (whole - j) / (j + 1) * odds
+            weights.append(term)
+    if extra > 0.0:
+        stay = 1.0 - extra
+        weights = [
+            stay * w + extra * before
+            for w, before in zip([*weights, 0.0], [0.0, *weights], strict=True)
+        ]
+    return weights, low
+
+
 _CAPACITY_TOLERANCE = 0.1
 """Requests by which a capacity may fall short of the next whole one and still count as it.
 
@@ -233,7 +315,8 @@ def size_for_slo(
     may queue up to the SLO threshold: in that time about ``slots × wait_s / S`` slots of
     each replica free up, so each replica holds ``slots × (1 + wait_s / S)`` requests before
     one waits too long. The count one reaction time ahead is the requests still in service
-    (each survives with probability ``exp(-reaction / S)``) plus the arrivals still in the
+    (each survives with probability ``exp(-reaction / S)``: a binomial over the `in_system`
+    known, never more than they are) plus the arrivals still in the
     system (mean ``λ·S·(1 - exp(-reaction / S))``), the infinite-server approximation;
     `dispersion` > 1 (bursty arrivals) widens the arrivals' count (negative binomial). The
     steady-state wait (Erlang C, Allen–Cunneen scaled by `dispersion` and `service_cv`) is
@@ -242,12 +325,17 @@ def size_for_slo(
     load = arrival_rate * service_seconds
     spread = variability(dispersion if dispersion > 1.0 else 1.0, service_cv)
     survive = math.exp(-reaction_s / service_seconds)
-    survivors = in_system * survive
     arrivals = load * (1.0 - survive)
     per_replica = slots * (1.0 + wait_s / service_seconds)
 
-    # The fewest replicas whose slots the count overruns rarely enough.
-    replicas, tail = _CountTail(survivors, arrivals, dispersion).fewest(per_replica, miss, limit)
+    # The fewest replicas whose slots the count overruns rarely enough; with nobody in the
+    # system (most models most of the time) only the arrivals count.
+    count = (
+        _PresentTail(in_system, survive, arrivals, dispersion)
+        if in_system > 0.0
+        else _CountTail(arrivals, dispersion)
+    )
+    replicas, tail = count.fewest(per_replica, miss, limit)
     return _new_tuple(
         Sizing,
         (replicas, arrival_rate, service_seconds, load, tail, dispersion, spread, slots, miss),
@@ -255,7 +343,7 @@ def size_for_slo(
 
 
 def arrival_rate(
-    short: float, window_s: float, long: float | None, z: float = 2.0, *, falls: bool = True
+    short: float, window_s: float, long: float | None, z: float = 1.0, *, falls: bool = True
 ) -> float:
     """The arrival rate to size for: the long-run mean, unless the short window proves it is
     more, or (`falls`) that it is less (pure).
@@ -298,6 +386,11 @@ class ServiceEstimate(NamedTuple):
     that ``rate × horizon`` is about the number of requests they rest on; `updated` is when
     they were last folded in. By Little's law busy slots = throughput × service time, and in
     a steady state the throughput is the arrival rate.
+
+    The index of dispersion (`arrival_scv`) averages over its own, longer horizon
+    (``sizing.dispersionSeconds``): a variance rests on the number of independent windows it
+    sees, and over the 900 s service horizon, fifteen 1-minute windows, it swung between
+    Poisson and twice that from one burst to the next.
     """
 
     rate: float = 0.0
@@ -306,10 +399,13 @@ class ServiceEstimate(NamedTuple):
     # The arrival rate averaged over the shorter rate horizon, and its weight likewise.
     level: float = 0.0
     level_weight: float = 0.0
-    # The mean square of the short window's request count (horizon average, like `rate`),
-    # for the index of dispersion: Var(count) / E[count] is 1 for Poisson arrivals.
-    count_sq: float = 0.0
     updated: float | None = None
+    # The request rate and the mean square of the short window's request count, averaged
+    # over the dispersion horizon, and their weight, for the index of dispersion:
+    # Var(count) / E[count] is 1 for Poisson arrivals.
+    count_rate: float = 0.0
+    count_sq: float = 0.0
+    count_weight: float = 0.0
 
     def observe(
         self,
@@ -319,6 +415,7 @@ class ServiceEstimate(NamedTuple):
         now: float,
         horizon: float,
         rate_horizon: float,
+        dispersion_horizon: float,
         window_s: float,
     ) -> ServiceEstimate:
         """The estimate with the span since the last observation folded in (pure)."""
@@ -330,8 +427,13 @@ class ServiceEstimate(NamedTuple):
         span = now - self.updated
         keep = math.exp(-(span if span < horizon else horizon) / horizon)
         keep_level = math.exp(-(span if span < rate_horizon else rate_horizon) / rate_horizon)
-        fold, fold_level = 1.0 - keep, 1.0 - keep_level
-        old_rate, old_busy, weight, level, level_weight, count_sq, _ = self
+        keep_count = math.exp(
+            -(span if span < dispersion_horizon else dispersion_horizon) / dispersion_horizon
+        )
+        fold, fold_level, fold_count = 1.0 - keep, 1.0 - keep_level, 1.0 - keep_count
+        old_rate, old_busy, weight, level, level_weight, _, count_rate, count_sq, count_weight = (
+            self
+        )
         count = rate * window_s
         # Every field, in order: this runs once per model and tick (a 1,000-model tick's
         # hot path), see _new_tuple.
@@ -343,24 +445,30 @@ class ServiceEstimate(NamedTuple):
                 keep * weight + fold,
                 keep_level * level + fold_level * rate,
                 keep_level * level_weight + fold_level,
-                keep * count_sq + fold * count * count,
                 now,
+                keep_count * count_rate + fold_count * rate,
+                keep_count * count_sq + fold_count * count * count,
+                keep_count * count_weight + fold_count,
             ),
         )
 
     def arrival_scv(
-        self, window_s: float, horizon: float, min_requests: float = _MIN_DISPERSION_REQUESTS
+        self,
+        window_s: float,
+        dispersion_horizon: float,
+        min_requests: float = _MIN_DISPERSION_REQUESTS,
     ) -> float:
         """The arrivals' squared coefficient of variation, by the index of dispersion of the
         short window's counts (1: Poisson; bursty traffic more), clamped to [0.5, 20]; 1
-        until `min_requests` requests were seen. Overlapping windows read the same requests
-        twice, which correlates successive counts but does not bias their variance."""
-        if self.weight <= 0.0 or self.rate * window_s <= 0.0:
+        until `min_requests` requests were seen over the dispersion horizon. Overlapping
+        windows read the same requests twice, which correlates successive counts but does
+        not bias their variance."""
+        if self.count_weight <= 0.0 or self.count_rate * window_s <= 0.0:
             return 1.0
-        if self.requests_seen(horizon) < min_requests:
+        if self.count_rate * dispersion_horizon < min_requests:
             return 1.0
-        mean = self.rate / self.weight * window_s
-        variance = self.count_sq / self.weight - mean * mean
+        mean = self.count_rate / self.count_weight * window_s
+        variance = self.count_sq / self.count_weight - mean * mean
         index = variance / mean
         index = index if index > 0.5 else 0.5
         return index if index < 20.0 else 20.0
@@ -371,6 +479,7 @@ class ServiceEstimate(NamedTuple):
         prior_s: float,
         prior_requests: float,
         horizon: float,
+        dispersion_horizon: float,
         window_s: float,
         service_cv: float,
     ) -> tuple[float, float, float]:
@@ -381,7 +490,7 @@ class ServiceEstimate(NamedTuple):
         The methods' expressions written out, on the fields read once: the five calls they
         make cost more than their arithmetic. tests/core/test_sizing.py checks that it
         answers what the methods do."""
-        rate, busy, weight, _, _, count_sq, _ = self
+        rate, busy, weight, _, _, _, count_rate, count_sq, count_weight = self
         seen = rate * horizon  # requests_seen
         # service_seconds
         if seen <= 0.0:
@@ -389,11 +498,15 @@ class ServiceEstimate(NamedTuple):
         else:
             seconds = (prior_s * prior_requests + busy / rate * seen) / (prior_requests + seen)
         # arrival_scv, at the default min_requests
-        if weight <= 0.0 or rate * window_s <= 0.0 or seen < _MIN_DISPERSION_REQUESTS:
+        if (
+            count_weight <= 0.0
+            or count_rate * window_s <= 0.0
+            or count_rate * dispersion_horizon < _MIN_DISPERSION_REQUESTS
+        ):
             scv = 1.0
         else:
-            mean = rate / weight * window_s
-            index = (count_sq / weight - mean * mean) / mean
+            mean = count_rate / count_weight * window_s
+            index = (count_sq / count_weight - mean * mean) / mean
             index = index if index > 0.5 else 0.5
             scv = index if index < 20.0 else 20.0
         mean_busy = busy / weight if weight > 0.0 else 0.0

@@ -187,8 +187,10 @@ class ModelState:
                 "weight": self.service.weight,
                 "level": self.service.level,
                 "levelWeight": self.service.level_weight,
-                "countSq": self.service.count_sq,
                 "updated": self.service.updated,
+                "countRate": self.service.count_rate,
+                "countSq": self.service.count_sq,
+                "countWeight": self.service.count_weight,
             },
         }
 
@@ -237,8 +239,18 @@ def _service(value: object) -> ServiceEstimate:
     rate, busy = _number(value.get("rate", 0.0)), _number(value.get("busy", 0.0))
     weight = _number(value.get("weight", 0.0))
     level, level_weight = _number(value.get("level", 0.0)), _number(value.get("levelWeight", 0.0))
-    count_sq = _number(value.get("countSq", 0.0))
-    if min(rate, busy, level, count_sq) < 0 or not (0 <= weight <= 1 and 0 <= level_weight <= 1):
+    # A state written before the dispersion had its own horizon has a countSq over the
+    # service horizon and no countRate: the dispersion starts afresh (Poisson until 30
+    # requests), the service estimate carries on.
+    if "countRate" in value:
+        count_rate = _number(value.get("countRate", 0.0))
+        count_sq = _number(value.get("countSq", 0.0))
+        count_weight = _number(value.get("countWeight", 0.0))
+    else:
+        count_rate = count_sq = count_weight = 0.0
+    if min(rate, busy, level, count_rate, count_sq) < 0 or not (
+        0 <= weight <= 1 and 0 <= level_weight <= 1 and 0 <= count_weight <= 1
+    ):
         raise ValueError(f"service estimate out of range: {value!r}")
     return ServiceEstimate(
         rate=rate,
@@ -246,8 +258,10 @@ def _service(value: object) -> ServiceEstimate:
         weight=weight,
         level=level,
         level_weight=level_weight,
-        count_sq=count_sq,
         updated=_opt_float(value.get("updated")),
+        count_rate=count_rate,
+        count_sq=count_sq,
+        count_weight=count_weight,
     )
 
 

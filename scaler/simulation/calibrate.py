@@ -128,6 +128,7 @@ def calibrate_model(
         prior_requests=rule.prior_requests if rule is not None else 20.0,
         horizon=rule.calibration_seconds if rule is not None else 900.0,
         rate_horizon=rule.rate_horizon_seconds if rule is not None else 600.0,
+        dispersion_horizon=rule.dispersion_seconds if rule is not None else 1800.0,
     )  # fmt: skip
     service_s = service.service_seconds if service is not None else service_prior
 

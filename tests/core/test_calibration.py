@@ -101,12 +101,15 @@ def test_fit_service_is_what_the_live_estimator_holds() -> None:
     busy = [1.6] * 400
     fit = fit_service(
         times, rates, busy, prior_seconds=90.0, prior_requests=20.0, horizon=900.0,
-        rate_horizon=600.0,
+        rate_horizon=600.0, dispersion_horizon=1800.0,
     )  # fmt: skip
     assert fit is not None
     live = ServiceEstimate()
     for t, r, b in zip(times, rates, busy, strict=True):
-        live = live.observe(rate=r, busy=b, now=t, horizon=900.0, rate_horizon=600.0, window_s=15.0)
+        live = live.observe(
+            rate=r, busy=b, now=t, horizon=900.0, rate_horizon=600.0, dispersion_horizon=1800.0,
+            window_s=15.0,
+        )  # fmt: skip
     assert fit.online_seconds == pytest.approx(live.service_seconds(90.0, 20.0, 900.0))
     # 0.2/s over ~100 minutes: ~1,200 requests, Little's law 1.6 / 0.2 = 8 s, shrunk
     # towards the 90 s prior by its 20 requests' worth (as the live estimator does).

@@ -42,13 +42,49 @@ def test_wait_tail_and_quantile_are_inverse() -> None:
     assert wait_quantile(4, 4.5, service, 0.01) == math.inf
 
 
-def test_count_above_sums_the_poisson_tail() -> None:
-    """P(X > k) for a Poisson count (no burstiness), against a direct sum."""
-    mean = 3.7
-    direct = 1.0 - sum(math.exp(-mean) * mean**i / math.factorial(i) for i in range(6))
-    assert count_above(5, 1.2, mean - 1.2, 1.0) == pytest.approx(direct)
-    assert count_above(-1, mean, 0.0, 1.0) == 1.0
-    assert count_above(3, 0.0, 0.0, 1.0) == 0.0
+def _direct_tail(count: int, present: int, survive: float, arrivals: float) -> float:
+    """P(Binomial(present, survive) + Poisson(arrivals) > count), summed term by term."""
+    below = 0.0
+    for j in range(present + 1):
+        stays = math.comb(present, j) * survive**j * (1.0 - survive) ** (present - j)
+        room = count - j
+        if room >= 0:
+            poisson = sum(
+                math.exp(-arrivals) * arrivals**i / math.factorial(i) for i in range(room + 1)
+            )
+            below += stays * poisson
+    return 1.0 - below
+
+
+def test_count_above_is_the_survivors_binomial_plus_the_arrivals() -> None:
+    """P(B + A > k) for the known requests' survivors (binomial) and Poisson arrivals, against
+    a direct sum; a fractional count is one more request with its fraction of the chance."""
+    for count in range(0, 12):
+        expected = _direct_tail(count, 7, 0.3, 2.5)
+        assert count_above(count, 7.0, 0.3, 2.5, 1.0) == pytest.approx(expected, abs=1e-12)
+    # 7.4 present: seven whole, and an eighth there with probability 0.4 × 0.3.
+    extra = 0.4 * 0.3
+    mixed = (1 - extra) * _direct_tail(6, 7, 0.3, 2.5) + extra * _direct_tail(5, 7, 0.3, 2.5)
+    assert count_above(6, 7.4, 0.3, 2.5, 1.0) == pytest.approx(mixed, abs=1e-12)
+    assert count_above(-1, 3.0, 0.5, 0.0, 1.0) == 1.0
+    assert count_above(3, 0.0, 0.5, 0.0, 1.0) == 0.0
+
+
+def test_known_requests_never_count_as_more_than_they_are() -> None:
+    """Three requests in the system and nothing arriving can never make four: a Poisson of
+    the same mean said they could (P ≈ 0.07), which asked for replicas nobody would use."""
+    assert count_above(3, 3.0, 0.9, 0.0, 1.0) < 1e-12
+    assert count_above(2, 3.0, 0.9, 0.0, 1.0) == pytest.approx(0.9**3)
+    # A long queue: the binomial is cut to its body, without underflow or a long walk.
+    assert count_above(2500, 5000.0, 0.5, 0.0, 1.0) == pytest.approx(0.5, abs=0.02)
+    assert count_above(2700, 5000.0, 0.5, 0.0, 1.0) < 1e-6
+
+
+def test_count_above_widens_bursty_arrivals() -> None:
+    """Overdispersed arrivals (negative binomial) have a longer tail than Poisson ones."""
+    poisson = count_above(8, 2.0, 0.5, 4.0, 1.0)
+    bursty = count_above(8, 2.0, 0.5, 4.0, 2.5)
+    assert 0.0 < poisson < bursty < 1.0
 
 
 def test_size_for_slo_grows_with_arrivals_and_with_requests_in_the_system() -> None:
@@ -101,7 +137,7 @@ def test_arrival_rate_follows_a_fall_the_short_window_proves() -> None:
     counter that cannot prove a fall (`falls=False`) leaves the mean as it is."""
     long = 0.2
     assert arrival_rate(0.0, 60.0, long) == 0.0
-    assert arrival_rate(2 / 60, 60.0, long) == pytest.approx((2 + 2 * math.sqrt(2)) / 60)
+    assert arrival_rate(2 / 60, 60.0, long) == pytest.approx((2 + math.sqrt(2)) / 60)
     assert arrival_rate(10 / 60, 60.0, long) == long
     assert arrival_rate(0.0, 60.0, long, falls=False) == long
     assert arrival_rate(2 / 60, 60.0, None) == 2 / 60
@@ -112,8 +148,9 @@ def test_service_estimate_converges_to_littles_law() -> None:
     estimate = ServiceEstimate()
     for tick in range(0, 3600, 5):
         estimate = estimate.observe(
-            rate=0.05, busy=2.5, now=float(tick), horizon=900.0, rate_horizon=600.0, window_s=60
-        )
+            rate=0.05, busy=2.5, now=float(tick), horizon=900.0, rate_horizon=600.0,
+            dispersion_horizon=1800.0, window_s=60,
+        )  # fmt: skip
     assert estimate.service_seconds(10.0, 20.0, 900.0) == pytest.approx(50.0, rel=0.35)
     assert estimate.mean_rate() == pytest.approx(0.05)
     # With no evidence the prior stands.
@@ -138,13 +175,14 @@ def test_profile_answers_what_the_methods_do(
     for tick, (rate, busy) in enumerate(readings):
         estimate = estimate.observe(
             rate=rate, busy=busy, now=tick * step, horizon=900.0, rate_horizon=600.0,
-            window_s=60.0,
+            dispersion_horizon=1800.0, window_s=60.0,
         )  # fmt: skip
         seconds = estimate.service_seconds(45.0, 20.0, 900.0)
-        dispersion = variability(estimate.arrival_scv(60.0, 900.0), 0.7)
+        dispersion = variability(estimate.arrival_scv(60.0, 1800.0), 0.7)
         assert estimate.profile(
-            prior_s=45.0, prior_requests=20.0, horizon=900.0, window_s=60.0, service_cv=0.7
-        ) == (seconds, dispersion, estimate.mean_busy() / seconds)
+            prior_s=45.0, prior_requests=20.0, horizon=900.0, dispersion_horizon=1800.0,
+            window_s=60.0, service_cv=0.7,
+        ) == (seconds, dispersion, estimate.mean_busy() / seconds)  # fmt: skip
 
 
 def test_index_of_dispersion_is_one_for_steady_counts_and_more_for_bursts() -> None:
@@ -153,15 +191,16 @@ def test_index_of_dispersion_is_one_for_steady_counts_and_more_for_bursts() -> N
     for tick in range(0, 7200, 15):
         t = float(tick)
         smooth = smooth.observe(
-            rate=0.2, busy=1.0, now=t, horizon=900.0, rate_horizon=600.0, window_s=60.0
-        )
+            rate=0.2, busy=1.0, now=t, horizon=900.0, rate_horizon=600.0,
+            dispersion_horizon=1800.0, window_s=60.0,
+        )  # fmt: skip
         on = (tick // 300) % 2 == 0
         bursty = bursty.observe(
             rate=0.4 if on else 0.0, busy=1.0, now=t, horizon=900.0, rate_horizon=600.0,
-            window_s=60.0,
+            dispersion_horizon=1800.0, window_s=60.0,
         )  # fmt: skip
-    assert smooth.arrival_scv(60.0, 900.0) == 0.5
-    assert bursty.arrival_scv(60.0, 900.0) > 5.0
+    assert smooth.arrival_scv(60.0, 1800.0) == 0.5
+    assert bursty.arrival_scv(60.0, 1800.0) > 5.0
     assert variability(1.0, 1.0) == 1.0
 
 
@@ -418,12 +457,13 @@ def test_a_service_estimate_wobbling_around_the_wait_does_not_flip_the_replica_c
         ).replicas
 
     assert replicas(89.1) == replicas(90.0) == replicas(90.9) == 1
-    assert replicas(200.0) == 2  # far longer requests still need the second replica
+    assert replicas(400.0) == 2  # far longer requests still need the second replica
 
 
 def test_a_replica_started_for_the_requests_present_is_kept_while_it_loads() -> None:
-    """Mixtral after half an hour at one 90 s request in flight: a second one in flight
-    fills both slots of its one replica and asks for a second replica. While that one loads,
+    """Mixtral after half an hour at one 90 s request in flight: two more in flight fill
+    both slots of its one replica, one queues, and that asks for a second replica (the
+    requests present each need a slot). While that one loads,
     the requests present are what it comes to serve, so the sizing leaves them out of the
     count and sizes on arrivals alone; that must not release the replica it asked for.
     Before, the count fell back to 1 once the down window had passed, the loading replica
@@ -432,7 +472,7 @@ def test_a_replica_started_for_the_requests_present_is_kept_while_it_loads() -> 
     policy = make_policy("mixtral-8x7b")
     driver = Driver(
         policy,
-        lambda t: signals(inflight=1.0 if t < 1800.0 else 2.0, rate=0.011, tokens=5.0),
+        lambda t: signals(inflight=1.0 if t < 1800.0 else 3.0, rate=0.011, tokens=5.0),
         current=1,
         cold_start=120.0,
     )
