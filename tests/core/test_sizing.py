@@ -68,6 +68,17 @@ def test_count_above_is_the_survivors_binomial_plus_the_arrivals() -> None:
     assert count_above(6, 7.4, 0.3, 2.5, 1.0) == pytest.approx(mixed, abs=1e-12)
     assert count_above(-1, 3.0, 0.5, 0.0, 1.0) == 1.0
     assert count_above(3, 0.0, 0.5, 0.0, 1.0) == 0.0
+    # Both ways of starting the pmf (the whole of it from (1 - p) ** n for a few requests,
+    # a cut body from a log-gamma term for many, or where (1 - p) ** n would underflow).
+    for present, survive in ((32, 0.2), (33, 0.2), (60, 0.2), (30, 1.0 - 1e-12)):
+        for count in (3, 6, 10, 20, 31, 40):
+            expected = _direct_tail(count, present, survive, 2.5)
+            got = count_above(count, float(present), survive, 2.5, 1.0)
+            assert got == pytest.approx(expected, abs=1e-9), (present, survive, count)
+    # A long queue, whose body starts far above zero: exact against integer arithmetic.
+    for count in (180, 200, 215):
+        exact = sum(math.comb(400, j) for j in range(count + 1, 401)) / 2**400
+        assert count_above(count, 400.0, 0.5, 0.0, 1.0) == pytest.approx(exact, abs=1e-9)
 
 
 def test_known_requests_never_count_as_more_than_they_are() -> None:
