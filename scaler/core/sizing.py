@@ -267,14 +267,14 @@ class _PresentTail:
 
 
 _WHOLE_PMF_UP_TO = 32
-"""Requests present up to which `_survivors` walks the whole binomial from ``gone ** n``
-instead of a cut range from a log-gamma start (a third of its time on the 1,000-model
-tick); ``gone ** n`` is kept only while far from underflow."""
+"""Requests present up to which `_survivors` walks the whole binomial from ``gone ** n``,
+cheaper than a cut range from a log-gamma start (three calls to lgamma and two to log per
+model and tick); ``gone ** n`` is taken only while it is far from underflow."""
 
 
 def _survivors(present: float, survive: float) -> tuple[list[float], int]:
     """The pmf of how many of `present` requests are still in the system, each with
-    probability `survive`, as (weights of low, low + 1, ..., low) (pure).
+    probability `survive`, as (the weights of low, low + 1, ..., high; low) (pure).
 
     The whole requests are a binomial, cut twelve standard deviations either side of its
     mean (a long queue does not make the walk long); a fraction left over (`present` is

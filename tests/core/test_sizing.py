@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -238,6 +239,33 @@ def test_state_written_before_sizing_still_loads() -> None:
     assert restored.idle_gaps == ()
     with pytest.raises(ValueError, match="service estimate"):
         ModelState.from_json({**ModelState().to_json(), "service": {"rate": -1.0}})
+
+
+def test_state_written_before_the_dispersion_horizon_keeps_its_service_estimate() -> None:
+    """A state from before ``sizing.dispersionSeconds`` (a countSq over the service horizon,
+    no countRate) keeps its service time and rate; the dispersion alone starts afresh. The
+    new fields survive a round trip, and a dispersion weight above 1 is refused."""
+    service = ServiceEstimate(
+        rate=0.05, busy=2.0, weight=0.9, level=0.04, level_weight=0.8, updated=100.0,
+        count_rate=0.03, count_sq=9.0, count_weight=0.7,
+    )  # fmt: skip
+    current = ModelState(service=service).to_json()
+    assert ModelState.from_json(json.loads(json.dumps(current))).service == service
+    old = json.loads(json.dumps(current))
+    old_service = old["service"]
+    assert isinstance(old_service, dict)
+    del old_service["countRate"], old_service["countWeight"]
+    restored = ModelState.from_json(old).service
+    assert restored == service._replace(count_rate=0.0, count_sq=0.0, count_weight=0.0)
+    with pytest.raises(ValueError, match="service estimate"):
+        ModelState.from_json({**current, "service": {**service_json(service), "countWeight": 2}})
+
+
+def service_json(service: ServiceEstimate) -> dict[str, object]:
+    """The state file's ``service`` object for `service`."""
+    document = ModelState(service=service).to_json()["service"]
+    assert isinstance(document, dict)
+    return dict(document)
 
 
 def test_sized_policy_falls_back_to_targets_without_a_request_rate() -> None:
