@@ -522,3 +522,35 @@ def test_a_replica_started_for_the_requests_present_is_kept_while_it_loads() -> 
         decision = driver.step()
         assert decision.desired_replicas == 2, f"released while loading at {decision.time}"
     assert driver.now == pytest.approx(1800.0 + 120.0)  # the replica asked for at 1800 s
+
+
+def test_the_readme_dry_run_holds_a_second_replica_after_the_burst_then_releases_it() -> None:
+    """The README's dry run, replayed on the stand-in's signals (0.02 requests/s of 50 s for
+    3 minutes, 0.2 for 5, then 0.02; a 1 m rate over 5 s ticks; nothing starts replicas, so
+    one runs): 3 in the burst, 2 within a minute after it while the burst still reads as
+    bursty arrivals over the 30-minute dispersion horizon, and back to 1 within the hour and
+    a quarter, never 3 again."""
+    policy = make_policy("mistral-7b")
+    steps = ((0.0, 180.0, 0.02), (180.0, 480.0, 0.2), (480.0, 5400.0, 0.02))
+
+    def windowed(t: float) -> float:
+        return sum(max(0.0, min(e, t) - max(s, t - 60.0)) * r for s, e, r in steps) / 60.0
+
+    state, desired, t = ModelState(), {}, 5.0
+    while t < 5400.0:
+        rate = next(r for s, e, r in steps if s <= t < e)
+        observation = make_observation(
+            queue=max(0.0, rate * 50.0 - 4.0), inflight=rate * 50.0, rate=windowed(t),
+            tokens=200.0 * windowed(t), current=1,
+        )  # fmt: skip
+        decision, state = decide(observation, policy, state, NO_CLUSTER, t)
+        desired[t] = decision.desired_replicas
+        t += 5.0
+    assert desired[475.0] == 3
+    after = {t - 480.0: d for t, d in desired.items() if t >= 480.0}
+    assert after[60.0] == 2
+    assert after[40 * 60.0] == 2
+    released = min(s for s, d in after.items() if d == 1)
+    assert 45 * 60.0 < released < 75 * 60.0
+    assert all(d == 1 for s, d in after.items() if s >= released)
+    assert max(d for s, d in after.items() if s >= 120.0) == 2
