@@ -117,8 +117,9 @@ def count_above(
 
 
 class _CountTail:
-    """P(A > k) for the arrivals' count A of `count_above`, for non-decreasing k: one pass
-    over the pmf however many k are asked (the sizing asks for one per replica count)."""
+    """The arrivals' count A of `count_above`: P(A > k) for non-decreasing k (`fewest`) or
+    its cdf (`extend_cdf`), in one pass over the pmf however many k are asked (the sizing
+    asks for one per replica count)."""
 
     __slots__ = ("_below", "_end", "_fail", "_k", "_mean", "_shape", "_term")
 
@@ -138,33 +139,9 @@ class _CountTail:
         self._k = 0
         self._below = self._term
 
-    def above(self, count: int) -> float:
-        """P(X > `count`); `count` never below the one asked before."""
-        if count < 0:
-            return 1.0
-        if self._mean <= 0.0 or count > self._end:
-            return 0.0
-        k, term, below = self._k, self._term, self._below
-        if self._shape == 0.0:
-            mean = self._mean
-            while k < count:
-                k += 1
-                term *= mean / k
-                below += term
-        else:
-            shape, fail = self._shape, self._fail
-            while k < count:
-                term *= (k + shape) / (k + 1) * fail
-                k += 1
-                below += term
-        self._k, self._term, self._below = k, term, below
-        # Clamped to [0, 1] by comparisons: min()/max() calls cost more (hot path).
-        tail = 1.0 - below
-        return 0.0 if not tail > 0.0 else (tail if tail < 1.0 else 1.0)
-
     def extend_cdf(self, cdf: list[float], top: int) -> None:
-        """Append ``P(X <= m)`` to `cdf` (which holds m = 0 .. len - 1) up to m = `top`:
-        the walk of `above`, without a call per term (`_PresentTail` asks for them all)."""
+        """Append ``P(A <= m)`` to `cdf` (which holds m = 0 .. len - 1) up to m = `top`: the
+        pmf walk `fewest` inlines, for `_PresentTail`, which needs every term."""
         k, term, below = self._k, self._term, self._below
         mean, end, shape, fail = self._mean, self._end, self._shape, self._fail
         m = len(cdf)
@@ -182,7 +159,7 @@ class _CountTail:
                         term *= (k + shape) / (k + 1) * fail
                         k += 1
                         below += term
-                # 1 - P(X > m), as `above` computes it: the same floats to the last bit.
+                # 1 - P(A > m) clamped, as `fewest` computes the tail: the same floats.
                 tail = 1.0 - below
                 cdf.append(1.0 - (0.0 if not tail > 0.0 else (tail if tail < 1.0 else 1.0)))
             m += 1
